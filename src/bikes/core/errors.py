@@ -1,0 +1,27 @@
+"""Errors that carry their culprit, so the CLI can map them to exit codes in one place.
+
+``BikesError`` subclasses are expected failures (bad config, bad data, missing model);
+anything else reaching the CLI is a bug and earns a traceback.
+"""
+
+
+class BikesError(Exception):
+    """Base of every expected failure: the message alone must tell the user what to fix."""
+
+
+class ConfigError(BikesError):
+    """A configuration key is missing, unknown or has a wrong value; the message names the key."""
+
+
+class InputError(BikesError):
+    """An input (file, dataset, model URI) is missing or invalid; the message names it."""
+
+
+class SchemaError(InputError):
+    """A dataset violates its schema; the message lists every failing column and a few rows."""
+
+
+def first_line(error: BaseException) -> str:
+    """The gist of a third-party error, whose full text can run to pages (MLflow's does)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

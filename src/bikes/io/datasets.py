@@ -1,0 +1,83 @@
+"""Dataset readers and writers: parquet files in, parquet files out, errors that name the file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import typing as T
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pydantic as pdt
+
+from bikes.core.errors import InputError
+from bikes.core.schemas import TIMESTAMP
+
+
+class ParquetReader(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
+    """Read one parquet file; ``limit`` keeps the first rows only (handy for quick runs)."""
+
+    KIND: T.Literal["ParquetReader"] = "ParquetReader"
+    path: str
+    limit: int | None = pdt.Field(default=None, gt=0)
+
+    def read(self) -> pd.DataFrame:
+        file = Path(self.path)
+        if not file.is_file():
+            raise InputError(f"{file}: parquet file not found")
+        try:
+            frame = pd.read_parquet(file)
+        except (pa.ArrowException, OSError, ValueError) as error:
+            raise InputError(f"{file}: not a readable parquet file ({error})") from None
+        if frame.empty:
+            raise InputError(f"{file}: holds no rows")
+        return frame.head(self.limit) if self.limit else frame
+
+    @property
+    def source(self) -> str:
+        return self.path
+
+
+class ParquetWriter(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
+    """Write one parquet file atomically: a crash mid-write never leaves half a file behind."""
+
+    KIND: T.Literal["ParquetWriter"] = "ParquetWriter"
+    path: str
+
+    def write(self, frame: pd.DataFrame) -> Path:
+        file = Path(self.path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(
+            dir=file.parent, prefix=f".{file.name}.", suffix=".tmp"
+        )
+        os.close(descriptor)
+        try:
+            frame.to_parquet(temporary, index=False)
+            os.replace(temporary, file)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return file
+
+
+def read_hourly_csv(path: str | Path) -> pd.DataFrame:
+    """The UCI hourly CSV with an event ``timestamp`` built from ``dteday`` and ``hr``."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{file}: CSV file not found")
+    try:
+        frame = pd.read_csv(file)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{file}: not a readable CSV file ({error})") from None
+    missing = [column for column in ("dteday", "hr") if column not in frame.columns]
+    if missing:
+        raise InputError(f"{file}: missing column(s) {', '.join(missing)}")
+    days = pd.to_datetime(frame["dteday"], format="%Y-%m-%d", errors="coerce")
+    bad_rows = days.index[days.isna()]
+    if len(bad_rows):
+        examples = ", ".join(f"row {row}: {frame['dteday'].iloc[row]!r}" for row in bad_rows[:5])
+        raise InputError(f"{file}: dteday is not a YYYY-MM-DD date ({examples})")
+    timestamps = days + pd.to_timedelta(frame["hr"], unit="h")
+    frame.insert(0, TIMESTAMP, timestamps.astype("datetime64[ns]"))
+    return frame

@@ -1,0 +1,103 @@
+"""The ``bikes`` command: configs -> settings -> ``job.run()``, and the one place exit codes live.
+
+Exit codes: 0 success, 2 a config or input error (the message names the key, file or column),
+1 anything unexpected (a bug: the traceback is shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing as T
+
+import pydantic as pdt
+from loguru import logger
+
+from bikes.core.errors import BikesError
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_INPUT = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="bikes",
+        description="Run a bikes job from YAML configs, merged left to right.",
+        epilog="Example: bikes confs/training.yaml -e job.run_name=nightly",
+    )
+    cli.add_argument("configs", nargs="*", metavar="CONFIG", help="YAML config file(s)")
+    cli.add_argument(
+        "-e",
+        "--extras",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="OmegaConf dot-list override, e.g. job.model.max_iter=100 (repeatable)",
+    )
+    cli.add_argument("--schema", action="store_true", help="print the settings' JSON schema")
+    return cli
+
+
+def main(argv: T.Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # Heavy imports (MLflow, sklearn) wait until we know there is work to do.
+    from bikes.settings import MainSettings
+
+    if args.schema:
+        print(json.dumps(MainSettings.model_json_schema(), indent=2))
+        return EXIT_OK
+    if not args.configs:
+        parser().print_usage(sys.stderr)
+        print("bikes: error: give at least one CONFIG (or --schema)", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        settings = _settings(args.configs, args.extras)
+        with settings.job as job:
+            job.run()
+    except BikesError as error:
+        logger.remove()
+        print(f"bikes: error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_OK
+
+
+def _settings(configs: T.Sequence[str], extras: T.Sequence[str]) -> T.Any:
+    from bikes.core.errors import ConfigError
+    from bikes.io.configs import merge_configs
+    from bikes.settings import MainSettings
+
+    merged = merge_configs(configs, extras)
+    try:
+        return MainSettings.model_validate(merged)
+    except pdt.ValidationError as error:
+        raise ConfigError(describe_validation_error(error, merged)) from None
+
+
+def describe_validation_error(error: pdt.ValidationError, data: T.Any = None) -> str:
+    """One line per problem, each starting with the dotted key path at fault."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        location = ".".join(_key_path(problem["loc"], data))
+        got = repr(problem.get("input"))
+        got = got if len(got) <= 80 else got[:77] + "..."
+        lines.append(f"{location}: {problem['msg']} (got {got})")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _key_path(location: tuple[int | str, ...], data: T.Any) -> list[str]:
+    """The config keys of an error location, without the union tags pydantic inserts."""
+    keys: list[str] = []
+    node = data
+    for part in location:
+        if isinstance(node, dict) and part not in node and _is_kind(part):
+            continue  # ``job.TrainingJob.x``: the tag names the union member, not a key.
+        keys.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return keys
+
+
+def _is_kind(part: int | str) -> bool:
+    """Config keys are snake_case; union tags (``KIND`` values) are CamelCase class names."""
+    return isinstance(part, str) and part[:1].isupper() and part != "KIND"

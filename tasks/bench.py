@@ -1,0 +1,10 @@
+"""Benchmarks: each prints ratios against a reference run in the same script."""
+
+from invoke.context import Context
+from invoke.tasks import task
+
+
+@task
+def bench(c: Context, repeat: int = 3) -> None:
+    """Run every benchmark under benchmarks/ (results belong in benchmarks/README.md)."""
+    c.run(f"python benchmarks/training.py --repeat {repeat}")

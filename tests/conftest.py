@@ -1,0 +1,73 @@
+"""Shared fixtures: real data splits, a real MLflow SQLite store, one trained model per session."""
+
+from __future__ import annotations
+
+import os
+import typing as T
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bikes.io.services import LoggerService, MlflowService
+from bikes.jobs.data import DataJob
+from bikes.jobs.promotion import PromotionJob
+from bikes.jobs.training import TrainingJob
+
+REPO = Path(__file__).resolve().parents[1]
+HOUR_CSV = REPO / "data" / "hour.csv"
+FAST_MODEL = {"KIND": "HistGradientBoostingRegressor", "max_iter": 60}
+
+
+@pytest.fixture(scope="session")
+def splits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default train/test/production parquet splits, derived once from the real CSV."""
+    directory = tmp_path_factory.mktemp("splits")
+    with DataJob(source=str(HOUR_CSV), output_dir=str(directory)) as job:
+        job.run()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def train_frame(splits_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(splits_dir / "train.parquet")
+
+
+@pytest.fixture(scope="session")
+def test_frame(splits_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(splits_dir / "test.parquet")
+
+
+@pytest.fixture(scope="session")
+def mlflow_service(tmp_path_factory: pytest.TempPathFactory) -> MlflowService:
+    """A real MLflow tracking store and registry in a SQLite file of the session's own."""
+    directory = tmp_path_factory.mktemp("mlflow")
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
+        os.environ.pop(variable, None)
+    return MlflowService(
+        tracking_uri=f"sqlite:///{directory / 'mlflow.db'}",
+        artifact_root=str(directory / "mlartifacts"),
+    )
+
+
+@pytest.fixture(scope="session")
+def services(mlflow_service: MlflowService) -> dict[str, T.Any]:
+    """Keyword arguments that point any job at the session's MLflow store."""
+    return {"mlflow_service": mlflow_service, "logger_service": LoggerService(level="WARNING")}
+
+
+@pytest.fixture(scope="session")
+def champion(splits_dir: Path, services: dict[str, T.Any]) -> dict[str, T.Any]:
+    """One model trained, registered and promoted to champion for the whole session."""
+    training = TrainingJob.model_validate(
+        {
+            "inputs": {"path": str(splits_dir / "train.parquet")},
+            "model": FAST_MODEL,
+            **services,
+        }
+    )
+    with training as job:
+        trained = job.run()
+    with PromotionJob(version=int(trained["model_version"]), **services) as job:
+        job.run()
+    return trained

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from bikes.core.errors import InputError
+from bikes.io.datasets import ParquetReader, ParquetWriter, read_hourly_csv
+from tests.conftest import HOUR_CSV
+
+
+def test_hourly_csv_gets_event_timestamps() -> None:
+    frame = read_hourly_csv(HOUR_CSV)
+    assert len(frame) == 17379
+    assert frame["timestamp"].iloc[0] == pd.Timestamp("2011-01-01 00:00")
+    assert frame["timestamp"].iloc[-1] == pd.Timestamp("2012-12-31 23:00")
+    assert (frame["timestamp"].dt.hour == frame["hr"]).all()
+    assert frame["timestamp"].is_monotonic_increasing
+
+
+def test_bad_date_names_the_rows(tmp_path: Path) -> None:
+    csv = tmp_path / "hour.csv"
+    csv.write_text("dteday,hr\n2011-01-01,0\n2011-13-45,1\n")
+    with pytest.raises(
+        InputError, match=r"dteday is not a YYYY-MM-DD date \(row 1: '2011-13-45'\)"
+    ):
+        read_hourly_csv(csv)
+
+
+def test_csv_without_required_columns(tmp_path: Path) -> None:
+    csv = tmp_path / "hour.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match=r"missing column\(s\) dteday, hr"):
+        read_hourly_csv(csv)
+    with pytest.raises(InputError, match="CSV file not found"):
+        read_hourly_csv(tmp_path / "none.csv")
+
+
+def test_round_trip_and_limit(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": range(10), "b": [0.5] * 10})
+    path = ParquetWriter(path=str(tmp_path / "sub" / "x.parquet")).write(frame)
+    assert path.is_file()
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    pd.testing.assert_frame_equal(ParquetReader(path=str(path)).read(), frame)
+    assert len(ParquetReader(path=str(path), limit=3).read()) == 3
+
+
+def test_missing_corrupt_and_empty_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"none.parquet: parquet file not found"):
+        ParquetReader(path=str(tmp_path / "none.parquet")).read()
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InputError, match=r"corrupt.parquet: not a readable parquet file"):
+        ParquetReader(path=str(corrupt)).read()
+    empty = tmp_path / "empty.parquet"
+    pd.DataFrame({"a": pd.Series([], dtype=int)}).to_parquet(empty)
+    with pytest.raises(InputError, match=r"empty.parquet: holds no rows"):
+        ParquetReader(path=str(empty)).read()
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
+    target = tmp_path / "x.parquet"
+    writer = ParquetWriter(path=str(target))
+    writer.write(pd.DataFrame({"a": [1, 2]}))
+    with pytest.raises((pa.ArrowException, TypeError, ValueError)):
+        writer.write(pd.DataFrame({"a": [object()]}))
+    pd.testing.assert_frame_equal(pd.read_parquet(target), pd.DataFrame({"a": [1, 2]}))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]

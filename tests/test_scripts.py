@@ -1,0 +1,173 @@
+"""The CLI, in process for its branches and as real subprocesses end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import typing as T
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from bikes import scripts
+from tests.conftest import REPO
+
+
+def test_schema_lists_every_job_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    assert scripts.main(["--schema"]) == scripts.EXIT_OK
+    schema = json.loads(capsys.readouterr().out)
+    kinds = set(schema["properties"]["job"]["discriminator"]["mapping"])
+    assert kinds == {"DataJob", "TrainingJob", "PromotionJob", "InferenceJob"}
+
+
+def test_no_config_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert scripts.main([]) == scripts.EXIT_INPUT
+    assert "give at least one CONFIG" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("yaml", "extras", "culprit"),
+    [
+        ("job:\n  KIND: Nope\n", [], "job: Input tag 'Nope' found using 'KIND'"),
+        (
+            "job:\n  KIND: TrainingJob\n  validation_share: high\n",
+            [],
+            "job.validation_share: Input should be a valid number",
+        ),
+        (
+            "job:\n  KIND: TrainingJob\n",
+            ["job.model.max_iter=abc"],
+            "job.model.max_iter: Input should be a valid integer",
+        ),
+        (
+            "job:\n  KIND: PromotionJob\n  colour: red\n",
+            [],
+            "job.colour: Extra inputs are not permitted",
+        ),
+        ("job:\n  KIND: TrainingJob\n  inputs: {}\n", [], "job.inputs.path: Field required"),
+        ("jobs: {}\n", [], "job: Field required"),
+    ],
+)
+def test_config_errors_name_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml: str, extras: list[str], culprit: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml)
+    argv = [str(config)] + [item for extra in extras for item in ("-e", extra)]
+    assert scripts.main(argv) == scripts.EXIT_INPUT
+    assert culprit in capsys.readouterr().err
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert scripts.main([str(tmp_path / "absent.yaml")]) == scripts.EXIT_INPUT
+    assert "absent.yaml: config file not found" in capsys.readouterr().err
+
+
+def test_job_input_error_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], services: dict[str, T.Any]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"job:\n  KIND: TrainingJob\n  inputs: {{path: {tmp_path}/none.parquet}}\n")
+    tracking = services["mlflow_service"].tracking_uri
+    argv = [str(config), "-e", f"job.mlflow_service.tracking_uri={tracking}"]
+    assert scripts.main(argv) == scripts.EXIT_INPUT
+    assert "none.parquet: parquet file not found" in capsys.readouterr().err
+
+
+def _bikes(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bikes", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A fresh working directory with the repo's configs and data, as a new user has."""
+    directory = tmp_path_factory.mktemp("workspace")
+    (directory / "data").mkdir()
+    (directory / "data" / "hour.csv").symlink_to(REPO / "data" / "hour.csv")
+    (directory / "confs").symlink_to(REPO / "confs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return directory, env
+
+
+def test_cli_end_to_end_in_subprocesses(workspace: tuple[Path, dict[str, str]]) -> None:
+    cwd, env = workspace
+    steps = [
+        ["confs/data.yaml"],
+        ["confs/training.yaml", "-e", "job.model.max_iter=40"],
+        ["confs/promotion.yaml"],
+        ["confs/inference.yaml"],
+    ]
+    for step in steps:
+        done = _bikes(step, cwd, env)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+    predictions = pd.read_parquet(cwd / "outputs" / "predictions.parquet")
+    assert len(predictions) == 4376
+    assert set(predictions["model_version"]) == {"1"}
+    assert (cwd / "mlflow.db").is_file()
+    assert any((cwd / "mlartifacts").iterdir())
+
+
+def test_cli_exit_codes_in_subprocesses(workspace: tuple[Path, dict[str, str]]) -> None:
+    cwd, env = workspace
+    bad = _bikes(["confs/training.yaml", "-e", "job.inputs.path=missing.parquet"], cwd, env)
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.strip().splitlines()[-1]
+        == "bikes: error: missing.parquet: parquet file not found"
+    )
+    assert "Traceback" not in bad.stderr
+
+
+def test_mlflow_run_entry_point(workspace: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    cwd, env = workspace
+    tracking = f"sqlite:///{tmp_path / 'projects.db'}"
+    mlflow.set_tracking_uri(tracking)
+    try:
+        mlflow.create_experiment("bikes", artifact_location=(tmp_path / "artifacts").as_uri())
+    finally:
+        mlflow.set_tracking_uri(None)
+    splits = cwd / "data" / "splits" / "train.parquet"
+    assert splits.is_file()  # written by the end-to-end test above
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(REPO),
+            "-P",
+            f"conf_file={REPO / 'confs' / 'training.yaml'}",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "bikes",
+        ],
+        cwd=cwd,
+        env={**env, "MLFLOW_TRACKING_URI": tracking},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    mlflow.set_tracking_uri(tracking)
+    try:
+        runs = mlflow.search_runs(experiment_names=["bikes"])
+        versions = mlflow.MlflowClient().search_model_versions("name = 'bikes'")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert list(runs["status"]) == ["FINISHED"]
+    assert [v.run_id for v in versions] == list(runs["run_id"])
