@@ -141,6 +141,11 @@ def test_mlflow_run_entry_point(workspace: tuple[Path, dict[str, str]], tmp_path
         mlflow.set_tracking_uri(None)
     splits = cwd / "data" / "splits" / "train.parquet"
     assert splits.is_file()  # written by the end-to-end test above
+    # `mlflow run` runs the entry point in the project's directory: paths must be absolute.
+    config = tmp_path / "training.yaml"
+    config.write_text(
+        f"job:\n  KIND: TrainingJob\n  inputs: {{path: {splits}}}\n  model: {{max_iter: 30}}\n"
+    )
     done = subprocess.run(
         [
             sys.executable,
@@ -149,7 +154,7 @@ def test_mlflow_run_entry_point(workspace: tuple[Path, dict[str, str]], tmp_path
             "run",
             str(REPO),
             "-P",
-            f"conf_file={REPO / 'confs' / 'training.yaml'}",
+            f"conf_file={config}",
             "--env-manager",
             "local",
             "--experiment-name",
