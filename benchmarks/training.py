@@ -9,15 +9,12 @@ process, so imports count on both sides. Prints median wall times and their rati
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _workspace import bikes, clean_environment, prepare, timed
 
 BARE_SCRIPT = """
 import sys
@@ -29,46 +26,37 @@ GradientBoostingConfig().pipeline().fit(features_of(frame), frame[TARGET])
 """
 
 
-def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--repeat", type=int, default=3)
     args = cli.parse_args()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = clean_environment()
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
-        (work / "data").mkdir()
-        (work / "data" / "hour.csv").symlink_to(REPO / "data" / "hour.csv")
-        subprocess.run(
-            [sys.executable, "-m", "bikes", str(REPO / "confs" / "data.yaml")],
-            cwd=work,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        train = str(work / "data" / "splits" / "train.parquet")
-        job = [sys.executable, "-m", "bikes", str(REPO / "confs" / "training.yaml")]
+        train = str(prepare(work, env) / "train.parquet")
+        job = ["confs/training.yaml"]
+        one_fit = [*job, "-e", "job.validation_share=0"]
+        bikes(one_fit, work, env)  # warm: MLflow creates its tables once, not counted
         cases = {
-            "bare sklearn script (1 fit)": [sys.executable, "-c", BARE_SCRIPT, train],
-            "training job, validation_share=0 (1 fit)": [*job, "-e", "job.validation_share=0"],
-            "training job, default (2 fits)": job,
+            "bare sklearn script (1 fit)": lambda: timed(
+                [sys.executable, "-c", BARE_SCRIPT, train], work, env
+            ),
+            "training job, validation_share=0 (1 fit)": lambda: bikes(one_fit, work, env),
+            "training job, default (2 fits)": lambda: bikes(job, work, env),
         }
-        # Warm the MLflow database once, so its one-off table creation is not counted.
-        _timed([*job, "-e", "job.validation_share=0"], work, env)
         times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.repeat):
-            for name, command in cases.items():
-                times[name].append(_timed(command, work, env))
-    bare = statistics.median(times["bare sklearn script (1 fit)"])
-    print(f"{'case':<45} {'median s':>9} {'ratio':>7}")
+            for name, case in cases.items():
+                times[name].append(case())
+    report(times, reference="bare sklearn script (1 fit)")
+
+
+def report(times: dict[str, list[float]], reference: str) -> None:
+    base = statistics.median(times[reference])
+    print(f"{'case':<50} {'median s':>9} {'ratio':>7}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<45} {median:>9.2f} {median / bare:>7.2f}")
+        print(f"{name:<50} {median:>9.2f} {median / base:>7.2f}")
 
 
 if __name__ == "__main__":

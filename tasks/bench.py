@@ -7,4 +7,5 @@ from invoke.tasks import task
 @task
 def bench(c: Context, repeat: int = 3) -> None:
     """Run every benchmark under benchmarks/ (results belong in benchmarks/README.md)."""
-    c.run(f"python benchmarks/training.py --repeat {repeat}")
+    for script in ("training", "evaluations"):
+        c.run(f"python benchmarks/{script}.py --repeat {repeat}")

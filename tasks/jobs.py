@@ -1,12 +1,15 @@
-"""The jobs, one task each, and the demo that chains them."""
+"""The jobs, one task each, the deployment gate, and the demo that chains them."""
 
 from invoke.context import Context
 from invoke.tasks import task
 
+GATE_BLOCKED = 3  # bikes' exit code when the evaluation gate blocks a candidate
 
-def _job(c: Context, config: str, extras: tuple[str, ...] = ()) -> None:
+
+def _job(c: Context, config: str, extras: tuple[str, ...] = (), warn: bool = False) -> int:
     overrides = " ".join(f"-e {extra}" for extra in extras)
-    c.run(f"bikes {config} {overrides}".strip())
+    result = c.run(f"bikes {config} {overrides}".strip(), warn=warn)
+    return int(result.exited) if result is not None else 0
 
 
 @task
@@ -22,6 +25,12 @@ def train(c: Context, extra: list[str] | None = None) -> None:
 
 
 @task(iterable=["extra"])
+def evaluate(c: Context, extra: list[str] | None = None) -> None:
+    """The evaluation gate alone: exit 0 lets the candidate through, exit 3 blocks it."""
+    _job(c, "confs/evaluations.yaml", tuple(extra or ()))
+
+
+@task(iterable=["extra"])
 def promote(c: Context, extra: list[str] | None = None) -> None:
     """Move the champion alias (to the newest version unless -e job.version=N)."""
     _job(c, "confs/promotion.yaml", tuple(extra or ()))
@@ -33,14 +42,28 @@ def infer(c: Context) -> None:
     _job(c, "confs/inference.yaml")
 
 
+@task(iterable=["extra"])
+def gate(c: Context, training: str = "confs/training.yaml", extra: list[str] | None = None) -> None:
+    """Train a challenger, evaluate it against the champion, promote it on pass (CI's gate)."""
+    _job(c, training, ("job.alias=challenger", *(extra or ())))
+    _job(c, "confs/evaluations.yaml", ("job.promote_on_pass=true",))
+
+
 @task
 def demo(c: Context) -> None:
-    """Everything end to end on the embedded SQLite MLflow: data, train, promote, predict."""
+    """End to end on the embedded SQLite MLflow: a model passes the gate, a worse one is blocked."""
     data(c)
-    train(c)
-    promote(c)
+    print("\n== 1. A first model through the gate (no champion yet: absolute thresholds) ==")
+    gate(c)
     infer(c)
+    print("\n== 2. A worse challenger (a shallow forest): the gate must block it ==")
+    _job(c, "confs/examples/shallow-forest.yaml")
+    code = _job(c, "confs/evaluations.yaml", warn=True)
+    if code != GATE_BLOCKED:
+        raise SystemExit(f"expected the gate to block the shallow forest (exit 3), got {code}")
+    c.run("bikes confs/promotion.yaml", warn=True)  # refused: that version failed the gate
     print(
-        "\nDone. Predictions: outputs/predictions.parquet. "
-        "Browse runs and the registry with `uv run invoke mlflow` (http://127.0.0.1:5000)."
+        "\nDone. The champion kept its place; predictions are in outputs/predictions.parquet.\n"
+        "Browse runs, the gate's verdict tables and the registry with `uv run invoke mlflow` "
+        "(http://127.0.0.1:5000)."
     )

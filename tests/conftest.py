@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import typing as T
 from pathlib import Path
@@ -68,6 +69,17 @@ def champion(splits_dir: Path, services: dict[str, T.Any]) -> dict[str, T.Any]:
     )
     with training as job:
         trained = job.run()
-    with PromotionJob(version=int(trained["model_version"]), **services) as job:
+    # No gate has run in this store yet: force, as a first set-up would.
+    with PromotionJob(version=int(trained["model_version"]), force=True, **services) as job:
         job.run()
     return trained
+
+
+@contextlib.contextmanager
+def started(service: MlflowService) -> T.Iterator[MlflowService]:
+    """Point MLflow at the session's store for a block of direct MLflow calls."""
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -21,7 +21,7 @@ def test_schema_lists_every_job_kind(capsys: pytest.CaptureFixture[str]) -> None
     assert scripts.main(["--schema"]) == scripts.EXIT_OK
     schema = json.loads(capsys.readouterr().out)
     kinds = set(schema["properties"]["job"]["discriminator"]["mapping"])
-    assert kinds == {"DataJob", "TrainingJob", "PromotionJob", "InferenceJob"}
+    assert kinds == {"DataJob", "TrainingJob", "EvaluationsJob", "PromotionJob", "InferenceJob"}
 
 
 def test_no_config_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,8 +105,8 @@ def test_cli_end_to_end_in_subprocesses(workspace: tuple[Path, dict[str, str]]) 
     cwd, env = workspace
     steps = [
         ["confs/data.yaml"],
-        ["confs/training.yaml", "-e", "job.model.max_iter=40"],
-        ["confs/promotion.yaml"],
+        ["confs/training.yaml", "-e", "job.model.max_iter=40", "-e", "job.alias=challenger"],
+        ["confs/evaluations.yaml", "-e", "job.bootstrap.resamples=20"],  # promotes on pass
         ["confs/inference.yaml"],
     ]
     for step in steps:
@@ -118,6 +118,14 @@ def test_cli_end_to_end_in_subprocesses(workspace: tuple[Path, dict[str, str]]) 
     assert set(predictions["model_version"]) == {"1"}
     assert (cwd / "mlflow.db").is_file()
     assert any((cwd / "mlartifacts").iterdir())
+    # A worse challenger: the gate exits 3 (CI stops), and promotion refuses it too.
+    assert _bikes(["confs/examples/shallow-forest.yaml"], cwd, env).returncode == 0
+    blocked = _bikes(["confs/evaluations.yaml", "-e", "job.bootstrap.resamples=20"], cwd, env)
+    assert blocked.returncode == 3, blocked.stderr
+    assert "bikes: gate failed: candidate models:/bikes/2 blocked" in blocked.stderr
+    refused = _bikes(["confs/promotion.yaml"], cwd, env)
+    assert refused.returncode == 2
+    assert "validation_status is failed" in refused.stderr
 
 
 def test_cli_exit_codes_in_subprocesses(workspace: tuple[Path, dict[str, str]]) -> None:

@@ -1,7 +1,8 @@
 """The ``bikes`` command: configs -> settings -> ``job.run()``, and the one place exit codes live.
 
-Exit codes: 0 success, 2 a config or input error (the message names the key, file or column),
-1 anything unexpected (a bug: the traceback is shown).
+Exit codes: 0 success; 2 a config or input error (the message names the key, file or column);
+3 the evaluation gate blocked the candidate (CI must stop the deploy); 1 anything unexpected
+(a bug: the traceback is shown).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bikes.core.errors import BikesError
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_INPUT = 2
+EXIT_GATE = 3
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,6 +54,8 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         parser().print_usage(sys.stderr)
         print("bikes: error: give at least one CONFIG (or --schema)", file=sys.stderr)
         return EXIT_INPUT
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
     try:
         settings = _settings(args.configs, args.extras)
         with settings.job as job:
@@ -60,6 +64,10 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         logger.remove()
         print(f"bikes: error: {error}", file=sys.stderr)
         return EXIT_INPUT
+    except ModelValidationFailedException as error:
+        logger.remove()
+        print(f"bikes: gate failed: {error}", file=sys.stderr)
+        return EXIT_GATE
     return EXIT_OK
 
 

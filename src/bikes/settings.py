@@ -8,12 +8,13 @@ import pydantic as pdt
 import pydantic_settings as pdts
 
 from bikes.jobs.data import DataJob
+from bikes.jobs.evaluations import EvaluationsJob
 from bikes.jobs.inference import InferenceJob
 from bikes.jobs.promotion import PromotionJob
 from bikes.jobs.training import TrainingJob
 
 JobKind = T.Annotated[
-    DataJob | TrainingJob | PromotionJob | InferenceJob,
+    DataJob | TrainingJob | EvaluationsJob | PromotionJob | InferenceJob,
     pdt.Field(discriminator="KIND"),
 ]
 

@@ -10,6 +10,8 @@ import dataclasses
 import re
 
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
@@ -91,3 +93,22 @@ def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | 
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def predict(model: PyFuncModel, ref: ModelRef, features: pd.DataFrame) -> np.ndarray:
+    """Predict through the pyfunc, so the model's signature is enforced on our data."""
+    try:
+        predictions = model.predict(features)
+    except MlflowException as error:
+        # MLflow's message embeds the whole frame; its last "Error:" part says what is wrong.
+        detail = str(error).rsplit("Error: ", 1)[-1] if "Error: " in str(error) else str(error)
+        raise InputError(
+            f"{ref.uri}: its signature does not match the data ({first_line(ValueError(detail))})"
+        ) from None
+    return np.asarray(predictions, dtype=float).reshape(-1)
+
+
+def version_tag(client: MlflowClient, ref: ModelRef, key: str) -> str | None:
+    """A tag of a model version, or None when it is not set."""
+    tags: dict[str, str] = client.get_model_version(ref.name, ref.version).tags
+    return tags.get(key)

@@ -7,18 +7,25 @@ import typing as T
 import pydantic as pdt
 from loguru import logger
 
+from bikes.core.errors import InputError
 from bikes.io import registry
 from bikes.jobs.base import Job, Locals
+from bikes.jobs.evaluations import VALIDATION_STATUS_TAG
 
 
 class PromotionJob(Job):
-    """Point ``models:/<name>@<alias>`` at ``version`` (the newest version when unset)."""
+    """Point ``models:/<name>@<alias>`` at ``version`` (the newest version when unset).
+
+    The gate's word is final: a version whose ``validation_status`` tag is not ``passed`` is
+    refused, unless ``force: true`` (logged as a warning, for emergencies and first set-ups).
+    """
 
     KIND: T.Literal["PromotionJob"] = "PromotionJob"
 
     registered_model_name: str = "bikes"
     alias: str = "champion"
     version: int | None = pdt.Field(default=None, gt=0)
+    force: bool = False
 
     def run(self) -> Locals:
         client = self.mlflow_service.client()
@@ -27,6 +34,25 @@ class PromotionJob(Job):
             ref = registry.latest_version(client, name)
         else:
             ref = registry.resolve(client, f"models:/{name}/{self.version}")
+        status = registry.version_tag(client, ref, VALIDATION_STATUS_TAG)
+        if status != "passed":
+            advice = (
+                "it failed the evaluations gate"
+                if status == "failed"
+                else "run the evaluations gate first"
+            )
+            if not self.force:
+                raise InputError(
+                    f"{ref.uri}: validation_status is {status or 'unset'}, not passed: {advice}, "
+                    "or set job.force=true to override"
+                )
+            logger.warning(
+                "Forcing {}@{} to version {} (validation_status: {})",
+                name,
+                self.alias,
+                ref.version,
+                status or "unset",
+            )
         previous = registry.current_alias_version(client, name, self.alias)
         registry.set_alias(client, ref, self.alias)
         logger.success(

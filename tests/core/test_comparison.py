@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn import metrics
+
+from bikes.core.comparison import (
+    Bootstrap,
+    HourBand,
+    Slicing,
+    paired_difference_interval,
+    segments,
+    slice_table,
+)
+from bikes.core.metrics import SklearnMetric
+
+RMSE = SklearnMetric(name="root_mean_squared_error")
+R2 = SklearnMetric(name="r2_score")
+
+
+@pytest.fixture
+def truth() -> np.ndarray:
+    return np.random.default_rng(1).poisson(200, size=2000).astype(float)
+
+
+def test_interval_matches_scipy_on_the_same_resamples(truth: np.ndarray) -> None:
+    rng = np.random.default_rng(2)
+    baseline = truth + rng.normal(0, 30, truth.size)
+    candidate = truth + rng.normal(0, 25, truth.size)
+    settings = Bootstrap(resamples=200, seed=7)
+    interval = paired_difference_interval(RMSE, truth, candidate, baseline, settings)
+
+    def difference(t: np.ndarray, c: np.ndarray, b: np.ndarray) -> float:
+        return metrics.root_mean_squared_error(t, c) - metrics.root_mean_squared_error(t, b)
+
+    reference = stats.bootstrap(
+        (truth, candidate, baseline),
+        difference,
+        paired=True,
+        vectorized=False,
+        n_resamples=200,
+        method="percentile",
+        rng=np.random.default_rng(7),
+    ).confidence_interval
+    assert (interval.low, interval.high) == pytest.approx((reference.low, reference.high))
+    assert interval.difference == pytest.approx(difference(truth, candidate, baseline))
+    assert interval.low < interval.difference < interval.high
+
+
+def test_a_real_improvement_is_beyond_noise(truth: np.ndarray) -> None:
+    rng = np.random.default_rng(3)
+    baseline = truth + rng.normal(0, 30, truth.size)
+    candidate = truth + (baseline - truth) * 0.8  # every error shrinks by 20%
+    interval = paired_difference_interval(
+        RMSE, truth, candidate, baseline, Bootstrap(resamples=100)
+    )
+    assert interval.high < 0
+    assert interval.better_beyond_noise(higher_is_better=False)
+    r2 = paired_difference_interval(R2, truth, candidate, baseline, Bootstrap(resamples=100))
+    assert r2.better_beyond_noise(higher_is_better=True)
+
+
+def test_a_tiny_random_gain_is_within_noise(truth: np.ndarray) -> None:
+    rng = np.random.default_rng(4)
+    baseline = truth + rng.normal(0, 30, truth.size)
+    candidate = truth + rng.normal(0, 29.7, truth.size)  # 1% smaller errors: lost in noise
+    interval = paired_difference_interval(
+        RMSE, truth, candidate, baseline, Bootstrap(resamples=100)
+    )
+    assert interval.low < 0 < interval.high
+    assert not interval.better_beyond_noise(higher_is_better=False)
+
+
+def test_identical_models_have_a_zero_interval(truth: np.ndarray) -> None:
+    predictions = truth + 10
+    interval = paired_difference_interval(
+        RMSE, truth, predictions, predictions, Bootstrap(resamples=20)
+    )
+    assert (interval.difference, interval.low, interval.high) == (0.0, 0.0, 0.0)
+    assert not interval.better_beyond_noise(higher_is_better=False)
+
+
+def _frame(size: int = 400) -> pd.DataFrame:
+    hours = np.arange(size) % 24
+    return pd.DataFrame({"hr": hours, "workingday": (np.arange(size) // 24) % 2})
+
+
+def test_segments_cover_values_and_hour_bands() -> None:
+    frame = _frame()
+    slicing = Slicing(columns=["workingday"], hour_bands={"rush": HourBand(first=17, last=18)})
+    found = {(column, value): int(mask.sum()) for column, value, mask in segments(frame, slicing)}
+    assert found == {
+        ("workingday", "0"): int((frame["workingday"] == 0).sum()),
+        ("workingday", "1"): int((frame["workingday"] == 1).sum()),
+        ("hour_band", "rush"): 2 * 16,  # 16 whole days in 400 hours, two rush hours a day
+    }
+
+
+def test_a_segment_regression_fails_even_when_the_average_improves() -> None:
+    frame = _frame(2400)
+    rng = np.random.default_rng(5)
+    truth = rng.poisson(100, len(frame)).astype(float)
+    baseline = truth + rng.normal(0, 20, len(frame))
+    rush = frame["hr"].between(17, 18).to_numpy()
+    candidate = np.where(
+        rush, truth + rng.normal(0, 40, len(frame)), truth + rng.normal(0, 10, len(frame))
+    )
+    assert RMSE.score(truth, candidate) < RMSE.score(truth, baseline)
+    slicing = Slicing(
+        columns=[],
+        hour_bands={"rush": HourBand(first=17, last=18), "rest": HourBand(first=0, last=16)},
+        max_relative_regression=0.25,
+    )
+    table = slice_table(frame, truth, candidate, baseline, RMSE, slicing).set_index("value")
+    assert table.loc["rush", "verdict"] == "failed"
+    assert table.loc["rush", "relative_change"] == pytest.approx(
+        RMSE.score(truth[rush], candidate[rush]) / RMSE.score(truth[rush], baseline[rush]) - 1
+    )
+    assert table.loc["rest", "verdict"] == "passed"
+
+
+def test_small_segments_and_report_only_never_fail() -> None:
+    frame = _frame(48)
+    truth = np.full(len(frame), 10.0)
+    slicing = Slicing(
+        columns=["workingday"], hour_bands={}, max_relative_regression=0.1, min_rows=100
+    )
+    table = slice_table(frame, truth, truth + 5, truth + 1, RMSE, slicing)
+    assert set(table["verdict"]) == {"passed"}
+    report_only = slice_table(
+        frame, truth, truth + 5, truth + 1, RMSE, Slicing(columns=["workingday"])
+    )
+    assert set(report_only["verdict"]) == {"passed"}
+    no_baseline = slice_table(frame, truth, truth + 5, None, RMSE, slicing)
+    assert no_baseline["baseline"].isna().all()

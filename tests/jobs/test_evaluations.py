@@ -1,0 +1,356 @@
+"""The gate against a real MLflow registry: its own registered model, trained for real."""
+
+from __future__ import annotations
+
+import typing as T
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models.evaluation.validation import ModelValidationFailedException
+from sklearn.dummy import DummyRegressor
+
+from bikes import scripts
+from bikes.core import schemas
+from bikes.core.errors import InputError, SchemaError
+from bikes.jobs.evaluations import VALIDATION_RUN_TAG, VALIDATION_STATUS_TAG, EvaluationsJob
+from bikes.jobs.promotion import PromotionJob
+from bikes.jobs.training import TrainingJob
+from tests.conftest import FAST_MODEL, started
+
+NAME = "gate"
+THRESHOLDS = {
+    "root_mean_squared_error": {"threshold": 100.0, "min_relative_change": 0.01},
+    "r2_score": {"threshold": 0.8},
+}
+
+
+class ScaledAtRushHour(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """A champion copy that overestimates the evening rush: a slice regression on purpose."""
+
+    def __init__(self, inner_uri: str) -> None:
+        self.inner_uri = inner_uri
+
+    def load_context(self, context: T.Any) -> None:
+        self.inner = mlflow.pyfunc.load_model(self.inner_uri)
+
+    def predict(self, context: T.Any, model_input: pd.DataFrame) -> np.ndarray:
+        predictions = np.asarray(self.inner.predict(model_input), dtype=float)
+        rush = model_input["hr"].between(16, 19).to_numpy()
+        return np.where(rush, predictions * 1.6, predictions)
+
+
+def _job(splits_dir: Path, services: dict[str, T.Any], **overrides: T.Any) -> EvaluationsJob:
+    config = {
+        "inputs": {"path": str(splits_dir / "test.parquet")},
+        "registered_model_name": NAME,
+        "thresholds": THRESHOLDS,
+        "bootstrap": {"resamples": 50},
+        **services,
+        **overrides,
+    }
+    return EvaluationsJob.model_validate(config)
+
+
+def _client(services: dict[str, T.Any]) -> T.Any:
+    return services["mlflow_service"].client()
+
+
+def _register(
+    model: T.Any, features: pd.DataFrame, services: dict[str, T.Any], **kwargs: T.Any
+) -> str:
+    """Log and register a model as a new version of NAME; returns the version."""
+    with started(services["mlflow_service"]), mlflow.start_run(run_name="register"):
+        info = (
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                registered_model_name=NAME,
+                signature=mlflow.models.infer_signature(features, model.predict(features)),
+                **kwargs,
+            )
+            if not isinstance(model, mlflow.pyfunc.PythonModel)
+            else mlflow.pyfunc.log_model(
+                name="model",
+                python_model=model,
+                registered_model_name=NAME,
+                signature=mlflow.models.infer_signature(features, np.zeros(len(features))),
+            )
+        )
+    return str(info.registered_model_version)
+
+
+@pytest.fixture(scope="module")
+def first_deploy(splits_dir: Path, services: dict[str, T.Any]) -> dict[str, T.Any]:
+    """Version 1 of NAME, trained for real, passed through the gate as a first deploy."""
+    training = TrainingJob.model_validate(
+        {
+            "inputs": {"path": str(splits_dir / "train.parquet")},
+            "model": FAST_MODEL,
+            "validation_share": 0.0,
+            "registered_model_name": NAME,
+            **services,
+        }
+    )
+    with training as job:
+        trained = job.run()
+    with _job(splits_dir, services, promote_on_pass=True) as job:
+        result = job.run()
+    return {**result, "trained": trained}
+
+
+def test_first_deploy_passes_on_absolute_thresholds_and_promotes(
+    first_deploy: dict[str, T.Any], services: dict[str, T.Any]
+) -> None:
+    assert first_deploy["baseline_version"] is None
+    assert first_deploy["candidate_version"] == "1"
+    rows = {row["metric"]: row for row in first_deploy["verdicts"]}
+    assert rows["root_mean_squared_error"]["threshold"] == "<= 100"
+    assert rows["root_mean_squared_error"]["verdict"] == "passed"
+    with started(services["mlflow_service"]):
+        client = _client(services)
+        version = client.get_model_version(NAME, "1")
+        assert version.tags[VALIDATION_STATUS_TAG] == "passed"
+        assert version.tags[VALIDATION_RUN_TAG] == first_deploy["run_id"]
+        assert client.get_model_version_by_alias(NAME, "champion").version in (1, "1")
+        run = client.get_run(first_deploy["run_id"])
+        assert run.data.tags["verdict"] == "passed"
+        assert run.data.tags["baseline_version"] == "none"
+        artifacts = {a.path for a in client.list_artifacts(first_deploy["run_id"], "gate")}
+        assert {"gate/verdict.json", "gate/verdict.txt", "gate/slices.json"} <= artifacts
+
+
+def test_metric_values_equal_sklearn_on_the_same_predictions(
+    first_deploy: dict[str, T.Any], services: dict[str, T.Any], test_frame: pd.DataFrame
+) -> None:
+    from sklearn import metrics
+
+    with started(services["mlflow_service"]):
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    predicted = model.predict(schemas.features_of(test_frame))
+    truth = test_frame[schemas.TARGET]
+    rows = {row["metric"]: row["candidate"] for row in first_deploy["verdicts"]}
+    assert rows["root_mean_squared_error"] == pytest.approx(
+        metrics.root_mean_squared_error(truth, predicted)
+    )
+    assert rows["r2_score"] == pytest.approx(metrics.r2_score(truth, predicted))
+
+
+def test_mean_predicting_dummy_is_blocked_with_the_gate_exit_code(
+    first_deploy: dict[str, T.Any],
+    services: dict[str, T.Any],
+    train_frame: pd.DataFrame,
+    splits_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    features = schemas.features_of(train_frame)
+    dummy = DummyRegressor(strategy="mean").fit(features, train_frame[schemas.TARGET])
+    version = _register(dummy, features, services)
+    config = tmp_path / "gate.yaml"
+    config.write_text(
+        "job:\n  KIND: EvaluationsJob\n"
+        f"  inputs: {{path: {splits_dir / 'test.parquet'}}}\n"
+        f"  registered_model_name: {NAME}\n"
+        "  promote_on_pass: true\n"
+        "  thresholds:\n    root_mean_squared_error: {threshold: 100, min_relative_change: 0.01}\n"
+    )
+    tracking = services["mlflow_service"].tracking_uri
+    code = scripts.main(
+        [
+            str(config),
+            "-e",
+            f"job.mlflow_service.tracking_uri={tracking}",
+            "-e",
+            "job.bootstrap.resamples=20",
+        ]
+    )
+    assert code == scripts.EXIT_GATE == 3
+    err = capsys.readouterr().err
+    assert f"candidate models:/{NAME}/{version} blocked: root_mean_squared_error: above 100" in err
+    with started(services["mlflow_service"]):
+        client = _client(services)
+        assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+        tags = client.get_model_version(NAME, version).tags
+        assert tags[VALIDATION_STATUS_TAG] == "failed"
+        assert client.get_run(tags[VALIDATION_RUN_TAG]).data.tags["verdict"] == "failed"
+    # The gate's word holds at promotion too, unless forced.
+    promotion = PromotionJob(registered_model_name=NAME, version=int(version), **services)
+    with promotion, pytest.raises(InputError, match="validation_status is failed"):
+        promotion.run()
+
+
+def test_candidate_equal_to_the_champion_fails_min_relative_change(
+    first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any]
+) -> None:
+    job = _job(splits_dir, services, candidate_uri=f"models:/{NAME}/1")
+    with (
+        job,
+        pytest.raises(
+            ModelValidationFailedException,
+            match="root_mean_squared_error: not 1.0% better than the baseline",
+        ),
+    ):
+        job.run()
+
+
+def test_gain_within_noise_fails_where_improvement_is_asked(
+    splits_dir: Path, services: dict[str, T.Any], test_frame: pd.DataFrame
+) -> None:
+    """A candidate a hair better passes MLflow's point check, not the noise check."""
+    rng = np.random.default_rng(11)
+    truth = test_frame[schemas.TARGET].to_numpy(dtype=float)
+    predictions = {
+        "baseline": truth + rng.normal(0, 50, truth.size),
+        "candidate": truth + rng.normal(0, 49.5, truth.size),  # 1% smaller errors: noise
+    }
+    thresholds = {"root_mean_squared_error": {"min_absolute_change": 1e-9}}
+    job = _job(splits_dir, services, thresholds=thresholds, bootstrap={"resamples": 200})
+    with job, mlflow.start_run():
+        results = {name: job._evaluate(name, test_frame, p) for name, p in predictions.items()}
+        verdicts = job._verdicts(truth, predictions, results)
+    candidate, baseline, interval = (
+        verdicts[0].candidate,
+        verdicts[0].baseline,
+        verdicts[0].interval,
+    )
+    assert candidate is not None
+    assert baseline is not None
+    assert candidate < baseline
+    assert interval is not None
+    assert interval.low < 0 < interval.high
+    assert not verdicts[0].passed
+    assert "is within noise (95% interval" in verdicts[0].reason
+    # The same gain with the noise check off passes: MLflow alone sees only the point values.
+    quiet = _job(splits_dir, services, thresholds=thresholds, bootstrap={"enabled": False})
+    with quiet, mlflow.start_run():
+        results = {name: quiet._evaluate(name, test_frame, p) for name, p in predictions.items()}
+        assert quiet._verdicts(truth, predictions, results)[0].passed
+
+
+def test_rush_hour_regression_fails_the_slice_threshold(
+    first_deploy: dict[str, T.Any],
+    splits_dir: Path,
+    services: dict[str, T.Any],
+    test_frame: pd.DataFrame,
+) -> None:
+    version = _register(
+        ScaledAtRushHour(f"models:/{NAME}/1"), schemas.features_of(test_frame.head(50)), services
+    )
+    job = _job(
+        splits_dir,
+        services,
+        candidate_uri=f"models:/{NAME}/{version}",
+        thresholds={"root_mean_squared_error": {"threshold": 200.0}},
+        slicing={"columns": ["season"], "max_relative_regression": 0.25},
+    )
+    with (
+        job,
+        pytest.raises(
+            ModelValidationFailedException,
+            match=r"regress by more than 25% .*hour_band=evening_rush",
+        ) as caught,
+    ):
+        job.run()
+    assert "root_mean_squared_error:" not in str(caught.value)  # the average still passes
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        (
+            {"candidate_uri": "models:/nobody@challenger"},
+            InputError,
+            "registered model 'nobody' has no alias",
+        ),
+        (
+            {"baseline_uri": f"models:/{NAME}@retired"},
+            InputError,
+            f"registered model '{NAME}' has no alias 'retired'",
+        ),
+        ({"candidate_uri": "s3://bucket/model"}, InputError, "expected models:/NAME@ALIAS"),
+    ],
+)
+def test_bad_model_uris_promote_nothing(
+    first_deploy: dict[str, T.Any],
+    splits_dir: Path,
+    services: dict[str, T.Any],
+    overrides: dict[str, str],
+    error: type[Exception],
+    message: str,
+) -> None:
+    job = _job(splits_dir, services, promote_on_pass=True, **overrides)
+    with job, pytest.raises(error, match=message):
+        job.run()
+    with started(services["mlflow_service"]):
+        assert str(_client(services).get_model_version_by_alias(NAME, "champion").version) == "1"
+
+
+def test_evaluation_data_violating_the_schema(
+    first_deploy: dict[str, T.Any],
+    splits_dir: Path,
+    services: dict[str, T.Any],
+    test_frame: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    bad = test_frame.head(100).copy()
+    bad.loc[5, "weathersit"] = 9
+    bad.to_parquet(tmp_path / "bad.parquet")
+    job = _job(splits_dir, services, inputs={"path": str(tmp_path / "bad.parquet")})
+    with (
+        job,
+        pytest.raises(
+            SchemaError, match=r"weathersit: in_range\(1, 4\) failed on 1 row\(s\) \(row 5: 9\)"
+        ),
+    ):
+        job.run()
+
+
+def test_candidate_whose_signature_does_not_match(
+    first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any]
+) -> None:
+    other = pd.DataFrame({"wind_kmh": [1.0, 2.0, 3.0], "rain_mm": [0.0, 1.0, 0.5]})
+    version = _register(DummyRegressor().fit(other, [1.0, 2.0, 3.0]), other, services)
+    job = _job(splits_dir, services, candidate_uri=f"models:/{NAME}/{version}")
+    with (
+        job,
+        pytest.raises(
+            InputError,
+            match=rf"models:/{NAME}/{version}: its signature does not match the data \(Model is missing inputs",
+        ),
+    ):
+        job.run()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"metrics": [{"name": "rmsee"}]},
+            "job.metrics.0.name: Value error, unknown sklearn metric 'rmsee'",
+        ),
+        ({"thresholds": {"rmse": {"threshold": 1.0}}}, "thresholds.rmse: not a computed metric"),
+        ({"slicing": {"metric": "nope"}}, "slicing.metric: 'nope' is not a computed metric"),
+    ],
+)
+def test_config_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], config: dict[str, T.Any], message: str
+) -> None:
+    import yaml
+
+    path = tmp_path / "gate.yaml"
+    path.write_text(yaml.safe_dump({"job": {"KIND": "EvaluationsJob", **config}}))
+    assert scripts.main([str(path)]) == scripts.EXIT_INPUT
+    assert message in capsys.readouterr().err
+
+
+def test_slicing_column_missing_from_data(
+    first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any]
+) -> None:
+    job = _job(
+        splits_dir, services, candidate_uri=f"models:/{NAME}/1", slicing={"columns": ["district"]}
+    )
+    with job, pytest.raises(InputError, match=r"slicing column\(s\) district not in the data"):
+        job.run()
