@@ -354,3 +354,22 @@ def test_slicing_column_missing_from_data(
     )
     with job, pytest.raises(InputError, match=r"slicing column\(s\) district not in the data"):
         job.run()
+
+
+def test_explainability_hands_mlflow_the_model_and_gets_the_same_metrics(
+    first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any]
+) -> None:
+    job = _job(
+        splits_dir,
+        services,
+        candidate_uri=f"models:/{NAME}/1",
+        baseline_uri=f"models:/{NAME}/1",
+        thresholds={"r2_score": {"threshold": 0.8}},
+        explainability=True,
+        bootstrap={"enabled": False},
+    )
+    with job:
+        result = job.run()
+    assert result["verdicts"][0]["candidate"] == pytest.approx(result["verdicts"][0]["baseline"])
+    first = {row["metric"]: row["candidate"] for row in first_deploy["verdicts"]}
+    assert result["verdicts"][0]["candidate"] == pytest.approx(first["r2_score"])

@@ -115,7 +115,12 @@ class EvaluationsJob(Job):
         truth = frame[schemas.TARGET].to_numpy(dtype=float)
         predictions = self._predict(frame, candidate, baseline)
         with mlflow.start_run(run_name=self.run_name) as run:
-            results = {name: self._evaluate(name, frame, p) for name, p in predictions.items()}
+            results = {
+                name: self._evaluate(
+                    name, frame, values, candidate.uri if name == "candidate" else None
+                )
+                for name, values in predictions.items()
+            }
             verdicts = self._verdicts(truth, predictions, results)
             slices = self._slices(frame, truth, predictions)
             failures = [v.reason for v in verdicts if not v.passed] + self._slice_failures(slices)
@@ -182,19 +187,34 @@ class EvaluationsJob(Job):
             if ref is not None
         }
 
-    def _evaluate(self, name: str, frame: pd.DataFrame, predictions: np.ndarray) -> T.Any:
-        """``mlflow.models.evaluate`` on the stored predictions, in a child run of its own."""
-        data = frame.assign(**{schemas.PREDICTION: predictions})
+    def _evaluate(
+        self, name: str, frame: pd.DataFrame, predictions: np.ndarray, model_uri: str | None = None
+    ) -> T.Any:
+        """``mlflow.models.evaluate`` in a child run of its own.
+
+        On the stored predictions by default (each model predicts once); with
+        ``explainability`` the candidate's model itself is handed over, so MLflow's default
+        evaluator can explain it with SHAP (slow, and only where ``shap`` is installed).
+        """
+        columns = [*schemas.FEATURE_NAMES, schemas.TARGET]
+        explain = self.explainability and model_uri is not None
+        arguments: dict[str, T.Any] = (
+            {"model": model_uri, "data": frame.loc[:, columns]}
+            if explain
+            else {
+                "data": frame.loc[:, columns].assign(**{schemas.PREDICTION: predictions}),
+                "predictions": schemas.PREDICTION,
+            }
+        )
         with mlflow.start_run(run_name=name, nested=True), warnings.catch_warnings():
             # MLflow tries each metric on the first row alone, where R2 is undefined: noise.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             result = mlflow.models.evaluate(
-                data=data.loc[:, [*schemas.FEATURE_NAMES, schemas.TARGET, schemas.PREDICTION]],
+                **arguments,
                 targets=schemas.TARGET,
-                predictions=schemas.PREDICTION,
                 model_type="regressor",
                 extra_metrics=[metric.to_mlflow() for metric in self.metrics],
-                evaluator_config={"log_model_explainability": self.explainability},
+                evaluator_config={"log_model_explainability": explain},
             )
         mlflow.log_metrics({f"{name}_{key}": float(value) for key, value in result.metrics.items()})
         return result
