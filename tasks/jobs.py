@@ -1,5 +1,13 @@
 """The jobs, one task each, the deployment gate, and the demo that chains them."""
 
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+import typing as T
+import urllib.request
+
 from invoke.context import Context
 from invoke.tasks import task
 
@@ -62,8 +70,46 @@ def demo(c: Context) -> None:
     if code != GATE_BLOCKED:
         raise SystemExit(f"expected the gate to block the shallow forest (exit 3), got {code}")
     c.run("bikes confs/promotion.yaml", warn=True)  # refused: that version failed the gate
+    print("\n== 3. Serve the champion and replay production traffic, labels a day late ==")
+    with _serving(c):
+        traffic(c)
     print(
-        "\nDone. The champion kept its place; predictions are in outputs/predictions.parquet.\n"
+        "\nDone. The champion kept its place; batch predictions are in "
+        "outputs/predictions.parquet, live ones (with labels) in predictions.db.\n"
         "Browse runs, the gate's verdict tables and the registry with `uv run invoke mlflow` "
         "(http://127.0.0.1:5000)."
     )
+
+
+@contextlib.contextmanager
+def _serving(c: Context, url: str = "http://127.0.0.1:8000") -> T.Iterator[None]:
+    """The serving job in the background for the length of a block, then SIGTERM (drains)."""
+    server = subprocess.Popen([sys.executable, "-m", "bikes", "confs/serving.yaml"])
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"the prediction service exited with {server.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the prediction service did not start") from None
+                time.sleep(0.5)
+        yield
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+
+
+@task(iterable=["extra"])
+def serve(c: Context, extra: list[str] | None = None) -> None:
+    """Serve @champion on http://127.0.0.1:8000, capturing into predictions.db (Ctrl-C stops)."""
+    _job(c, "confs/serving.yaml", tuple(extra or ()))
+
+
+@task(iterable=["extra"])
+def traffic(c: Context, extra: list[str] | None = None) -> None:
+    """Replay the production split against the running service, labels a day later."""
+    _job(c, "confs/traffic.yaml", tuple(extra or ()))

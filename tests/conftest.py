@@ -83,3 +83,28 @@ def started(service: MlflowService) -> T.Iterator[MlflowService]:
         yield service
     finally:
         service.stop()
+
+
+POSTGRES_URI = os.environ.get(
+    "BIKES_TEST_POSTGRES_URI", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@contextlib.contextmanager
+def postgres_store() -> T.Iterator[T.Any]:
+    """A Store on the machine's real PostgreSQL, in a schema of the test's own, dropped after."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from bikes.io.store import Store
+
+    schema = f"bikes_test_{uuid.uuid4().hex[:12]}"
+    store = Store(POSTGRES_URI, schema=schema)
+    store.create()
+    try:
+        yield store
+    finally:
+        with store.engine.begin() as connection:
+            connection.execute(sa.schema.DropSchema(schema, cascade=True))
+        store.dispose()

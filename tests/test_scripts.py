@@ -21,7 +21,15 @@ def test_schema_lists_every_job_kind(capsys: pytest.CaptureFixture[str]) -> None
     assert scripts.main(["--schema"]) == scripts.EXIT_OK
     schema = json.loads(capsys.readouterr().out)
     kinds = set(schema["properties"]["job"]["discriminator"]["mapping"])
-    assert kinds == {"DataJob", "TrainingJob", "EvaluationsJob", "PromotionJob", "InferenceJob"}
+    assert kinds == {
+        "DataJob",
+        "TrainingJob",
+        "EvaluationsJob",
+        "PromotionJob",
+        "InferenceJob",
+        "ServingJob",
+        "TrafficJob",
+    }
 
 
 def test_no_config_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

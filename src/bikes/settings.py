@@ -11,10 +11,12 @@ from bikes.jobs.data import DataJob
 from bikes.jobs.evaluations import EvaluationsJob
 from bikes.jobs.inference import InferenceJob
 from bikes.jobs.promotion import PromotionJob
+from bikes.jobs.serving import ServingJob
+from bikes.jobs.traffic import TrafficJob
 from bikes.jobs.training import TrainingJob
 
 JobKind = T.Annotated[
-    DataJob | TrainingJob | EvaluationsJob | PromotionJob | InferenceJob,
+    DataJob | TrainingJob | EvaluationsJob | PromotionJob | InferenceJob | ServingJob | TrafficJob,
     pdt.Field(discriminator="KIND"),
 ]
 

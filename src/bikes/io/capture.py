@@ -1,0 +1,188 @@
+"""Take capture writes off the request path without ever losing an acknowledged row.
+
+Requests put rows on a bounded queue and return; one background thread drains it in batches.
+When the database fails, batches go to an append-only spool file (fsync'd JSON lines) and
+are replayed, in order, once it answers again; writes are idempotent on ``prediction_id``, so
+a replay after a partial failure never duplicates. ``stop()`` drains the queue before exit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import queue
+import threading
+import time
+import typing as T
+from pathlib import Path
+
+import sqlalchemy as sa
+from loguru import logger
+
+from bikes.io.store import Store
+
+Row = dict[str, T.Any]
+_DATETIME_FIELDS = ("event_time", "received_time")
+
+
+class CaptureFullError(RuntimeError):
+    """The queue is full: the caller should shed load (HTTP 503) rather than lose rows."""
+
+
+class CaptureWriter:
+    """A bounded queue, a batching writer thread and a spool for database outages."""
+
+    def __init__(
+        self,
+        store: Store,
+        spool_path: str | Path,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        max_pending: int = 100_000,
+        retry_interval: float = 2.0,
+        on_written: T.Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.spool_path = Path(spool_path)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.retry_interval = retry_interval
+        self.on_written = on_written
+        self._queue: queue.Queue[Row] = queue.Queue(maxsize=max_pending)
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # guards the spool file
+        self._thread = threading.Thread(target=self._loop, name="capture-writer", daemon=True)
+        self._spooled = self._count_spooled()
+        self._last_retry = 0.0
+        self.written = 0
+
+    # -- the request side ---------------------------------------------------------------------
+    def submit(self, rows: T.Sequence[Row]) -> None:
+        """Enqueue rows, all or none; raises CaptureFullError when they do not fit."""
+        if self._queue.maxsize and self._queue.qsize() + len(rows) > self._queue.maxsize:
+            raise CaptureFullError(f"capture queue full ({self._queue.qsize()} rows pending)")
+        for row in rows:
+            self._queue.put_nowait(row)
+
+    @property
+    def pending(self) -> int:
+        """Rows acknowledged but not yet in the database (queued or spooled)."""
+        return self._queue.qsize() + self._spooled
+
+    @property
+    def degraded(self) -> bool:
+        """True while rows wait in the spool for the database to come back."""
+        return self._spooled > 0
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued row has been written or spooled."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self._queue.unfinished_tasks == 0
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._spooled:
+            logger.warning("{} spooled rows from an earlier run will be replayed", self._spooled)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Drain the queue, try one last replay; what cannot be written stays in the spool."""
+        self._stopping.set()
+        self._thread.join(timeout)
+        self._replay()
+        if self._spooled:
+            logger.warning(
+                "{} rows stay in {} until the next start", self._spooled, self.spool_path
+            )
+
+    # -- the writer thread ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not (self._stopping.is_set() and self._queue.empty()):
+            batch = self._next_batch()
+            if batch:
+                self._persist(batch)
+                for _ in batch:
+                    self._queue.task_done()
+            if self._spooled and time.monotonic() - self._last_retry >= self.retry_interval:
+                self._replay()
+
+    def _next_batch(self) -> list[Row]:
+        batch: list[Row] = []
+        deadline = time.monotonic() + self.flush_interval
+        while len(batch) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _persist(self, batch: list[Row]) -> None:
+        if not self._spooled:  # keep order: while rows wait in the spool, new rows join them
+            try:
+                self.store.write_predictions(batch)
+            except sa.exc.SQLAlchemyError as error:
+                logger.error(
+                    "Store unreachable, spooling to {}: {}",
+                    self.spool_path,
+                    error.__class__.__name__,
+                )
+            else:
+                self._count_written(len(batch))
+                return
+        self._spool(batch)
+
+    def _spool(self, batch: list[Row]) -> None:
+        with self._lock:
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.spool_path.open("a", encoding="utf-8") as spool:
+                spool.writelines(json.dumps(_encode(row)) + "\n" for row in batch)
+                spool.flush()
+                os.fsync(spool.fileno())
+            self._spooled += len(batch)
+
+    def _replay(self) -> None:
+        """Write the spool in order, in chunks; on success remove it, on failure keep it all."""
+        self._last_retry = time.monotonic()
+        with self._lock:
+            if not self.spool_path.exists():
+                self._spooled = 0
+                return
+            with self.spool_path.open(encoding="utf-8") as spool:
+                rows = [_decode(json.loads(line)) for line in spool if line.strip()]
+            try:
+                for start in range(0, len(rows), self.batch_size):
+                    self.store.write_predictions(rows[start : start + self.batch_size])
+            except sa.exc.SQLAlchemyError:
+                return  # still down: everything stays spooled (writes are idempotent)
+            self.spool_path.unlink()
+            self._spooled = 0
+        logger.success("Store is back: replayed {} spooled rows", len(rows))
+        self._count_written(len(rows))
+
+    def _count_written(self, rows: int) -> None:
+        self.written += rows
+        if self.on_written is not None:
+            self.on_written(rows)
+
+    def _count_spooled(self) -> int:
+        if not self.spool_path.exists():
+            return 0
+        with self.spool_path.open(encoding="utf-8") as spool:
+            return sum(1 for line in spool if line.strip())
+
+
+def _encode(row: Row) -> Row:
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
+
+
+def _decode(row: Row) -> Row:
+    return {
+        k: dt.datetime.fromisoformat(v) if k in _DATETIME_FIELDS and isinstance(v, str) else v
+        for k, v in row.items()
+    }

@@ -1,0 +1,1 @@
+"""The prediction service: a FastAPI app that captures every prediction it makes."""

@@ -1,0 +1,91 @@
+"""SIGTERM under load: the serving job, a real process, drains its queue before it exits."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import typing as T
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from bikes.io.store import Store
+from tests.conftest import REPO
+from tests.serving.test_app import _records, free_port
+
+
+def test_sigterm_under_load_loses_no_acknowledged_row(
+    champion: dict[str, T.Any], services: dict[str, T.Any], test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    port = free_port()
+    database = tmp_path / "predictions.db"
+    command = [
+        sys.executable,
+        "-m",
+        "bikes",
+        str(REPO / "confs" / "serving.yaml"),
+        "-e",
+        f"job.port={port}",
+        "-e",
+        f"job.store_uri=sqlite:///{database}",
+        "-e",
+        f"job.spool_path={tmp_path / 'spool.jsonl'}",
+        "-e",
+        f"job.mlflow_service.tracking_uri={services['mlflow_service'].tracking_uri}",
+        "-e",
+        "job.flush_interval=2.0",  # slow flushes: rows are still queued at SIGTERM
+        "-e",
+        "job.batch_size=100000",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert server.poll() is None, server.communicate()[1]
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.2)
+
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    payload = {"dataframe_records": _records(test_frame.head(8))}
+
+    def load() -> None:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post("/invocations", json=payload)
+                except httpx.HTTPError:
+                    return  # the server has stopped accepting: those were never acknowledged
+                if response.status_code == 200:
+                    with lock:
+                        acknowledged.extend(response.json()["prediction_ids"])
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        workers = [pool.submit(load) for _ in range(4)]
+        time.sleep(1.5)
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=120)
+        stop.set()
+        for worker in workers:
+            worker.result()
+    assert server.returncode == 0, stderr
+    assert len(acknowledged) > 100
+    stored = Store(f"sqlite:///{database}").read()
+    assert len(stored) == len(set(stored["prediction_id"]))
+    assert set(stored["prediction_id"]) == set(acknowledged)
+    assert "rows written to the store" in stderr
