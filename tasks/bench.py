@@ -9,3 +9,4 @@ def bench(c: Context, repeat: int = 3) -> None:
     """Run every benchmark under benchmarks/ (results belong in benchmarks/README.md)."""
     for script in ("training", "evaluations"):
         c.run(f"python benchmarks/{script}.py --repeat {repeat}")
+    c.run("python benchmarks/serving.py --requests 400")

@@ -49,7 +49,11 @@ class CaptureWriter:
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.on_written = on_written
-        self._queue: queue.Queue[Row] = queue.Queue(maxsize=max_pending)
+        # One queue item per request (its rows, in order): one lock round trip, not one per row.
+        self._queue: queue.Queue[list[Row]] = queue.Queue()
+        self.max_pending = max_pending
+        self._queued_rows = 0
+        self._count_lock = threading.Lock()
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # guards the spool file
         self._thread = threading.Thread(target=self._loop, name="capture-writer", daemon=True)
@@ -60,15 +64,16 @@ class CaptureWriter:
     # -- the request side ---------------------------------------------------------------------
     def submit(self, rows: T.Sequence[Row]) -> None:
         """Enqueue rows, all or none; raises CaptureFullError when they do not fit."""
-        if self._queue.maxsize and self._queue.qsize() + len(rows) > self._queue.maxsize:
-            raise CaptureFullError(f"capture queue full ({self._queue.qsize()} rows pending)")
-        for row in rows:
-            self._queue.put_nowait(row)
+        with self._count_lock:
+            if self._queued_rows + len(rows) > self.max_pending:
+                raise CaptureFullError(f"capture queue full ({self._queued_rows} rows pending)")
+            self._queued_rows += len(rows)
+        self._queue.put_nowait(list(rows))
 
     @property
     def pending(self) -> int:
         """Rows acknowledged but not yet in the database (queued or spooled)."""
-        return self._queue.qsize() + self._spooled
+        return self._queued_rows + self._spooled
 
     @property
     def degraded(self) -> bool:
@@ -101,26 +106,33 @@ class CaptureWriter:
     # -- the writer thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
-            batch = self._next_batch()
-            if batch:
+            items = self._next_items()
+            if items:
+                batch = [row for item in items for row in item]
                 self._persist(batch)
-                for _ in batch:
+                with self._count_lock:
+                    self._queued_rows -= len(batch)
+                for _ in items:
                     self._queue.task_done()
             if self._spooled and time.monotonic() - self._last_retry >= self.retry_interval:
                 self._replay()
 
-    def _next_batch(self) -> list[Row]:
-        batch: list[Row] = []
+    def _next_items(self) -> list[list[Row]]:
+        """Requests' rows until a batch is full or the flush interval has passed."""
+        items: list[list[Row]] = []
+        rows = 0
         deadline = time.monotonic() + self.flush_interval
-        while len(batch) < self.batch_size:
+        while rows < self.batch_size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                batch.append(self._queue.get(timeout=remaining))
+                item = self._queue.get(timeout=remaining)
             except queue.Empty:
                 break
-        return batch
+            items.append(item)
+            rows += len(item)
+        return items
 
     def _persist(self, batch: list[Row]) -> None:
         if not self._spooled:  # keep order: while rows wait in the spool, new rows join them

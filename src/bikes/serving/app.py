@@ -152,14 +152,14 @@ def create_app(
                     }
                 ],
             )
-        rows = _validated(records)
-        frame = pd.DataFrame([row.model_dump() for row in rows])
+        rows = [row.model_dump() for row in _validated(records)]
+        frame = pd.DataFrame(rows, columns=list(schemas.FEATURE_NAMES))
         loaded = slot.current  # one read: the version that answers is the version recorded
-        predictions = np.asarray(loaded.model.predict(schemas.features_of(frame)), dtype=float)
+        predictions = np.asarray(loaded.model.predict(frame), dtype=float)
         latency_ms = (time.perf_counter() - start) * 1000
         ids = [uuid.uuid4().hex for _ in rows]
         if writer is not None:
-            captured = _capture_rows(frame, predictions, ids, received, latency_ms, loaded.ref)
+            captured = _capture_rows(rows, predictions, ids, received, latency_ms, loaded.ref)
             try:
                 writer.submit(captured)
             except CaptureFullError as error:
@@ -244,36 +244,32 @@ def _json_safe(value: T.Any) -> T.Any:
 
 
 def _capture_rows(
-    frame: pd.DataFrame,
+    rows: list[dict[str, T.Any]],
     predictions: np.ndarray,
     ids: list[str],
     received: dt.datetime,
     latency_ms: float,
     ref: T.Any,
 ) -> list[dict[str, T.Any]]:
-    features = T.cast(
-        list[dict[str, T.Any]], frame.loc[:, list(schemas.FEATURE_NAMES)].to_dict(orient="records")
-    )
-    events = frame["timestamp"].tolist()
-    return [
-        {
-            "prediction_id": ids[i],
-            "event_time": _naive(events[i]) or received,
-            "received_time": received,
-            "model_name": ref.name,
-            "model_version": ref.version,
-            "latency_ms": latency_ms,
-            "prediction": float(predictions[i]),
-            **features[i],
-        }
-        for i in range(len(ids))
-    ]
-
-
-def _naive(value: T.Any) -> dt.datetime | None:
-    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
-        return None
-    moment = pd.Timestamp(value).to_pydatetime()
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
-    return moment
+    """Store rows built from the validated request dicts: no pandas on the request path."""
+    shared = {
+        "received_time": received,
+        "model_name": ref.name,
+        "model_version": ref.version,
+        "latency_ms": latency_ms,
+    }
+    captured = []
+    for values, prediction_id, prediction in zip(rows, ids, predictions.tolist(), strict=True):
+        event = values.pop("timestamp", None)
+        if event is not None and event.tzinfo is not None:
+            event = event.astimezone(dt.UTC).replace(tzinfo=None)
+        captured.append(
+            {
+                **values,
+                **shared,
+                "prediction_id": prediction_id,
+                "event_time": event or received,
+                "prediction": prediction,
+            }
+        )
+    return captured
