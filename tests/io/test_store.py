@@ -82,3 +82,18 @@ def test_unreachable_database_names_itself_without_password() -> None:
         store.create()
     assert "s3cret" not in str(caught.value)
     assert not store.reachable()
+
+
+def test_label_coverage_per_window(store: Store) -> None:
+    rows = [_row(dt.datetime(2012, 8, 1) + dt.timedelta(hours=h)) for h in range(48)]
+    store.write_predictions(rows)
+    labelled = [r for r in rows[:24] if r["event_time"].hour % 2 == 0] + rows[24:30]
+    when = dt.datetime(2012, 8, 3)
+    store.write_labels(
+        [{"prediction_id": r["prediction_id"], "label_time": when, "target": 1.0} for r in labelled]
+    )
+    coverage = store.label_coverage(dt.datetime(2012, 7, 31), dt.datetime(2012, 8, 3), "1D")
+    assert list(coverage["rows"]) == [0, 24, 24]
+    assert list(coverage["labelled"]) == [0, 12, 6]
+    assert coverage["coverage"].iloc[0] != coverage["coverage"].iloc[0]  # NaN: nothing to cover
+    assert list(coverage["coverage"].iloc[1:]) == [0.5, 0.25]

@@ -304,3 +304,47 @@ def test_a_moved_alias_is_served_without_a_restart(
                 "/labels", json={"labels": [{"prediction_id": "x", "target": 1}]}
             )
             assert no_capture.status_code == 404
+
+
+def test_a_down_store_degrades_health_but_predictions_go_on(
+    slot: ModelSlot, test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    store = Store("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
+    writer = CaptureWriter(
+        store, spool_path=tmp_path / "spool.jsonl", flush_interval=0.05, retry_interval=60
+    )
+    with serving(create_app(slot, store, writer)) as client:
+        answer = client.post(
+            "/invocations", json={"dataframe_records": _records(test_frame.head(5))}
+        )
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 30
+        while not writer.degraded:
+            assert time.monotonic() < deadline, "rows were never spooled"
+            time.sleep(0.05)
+        health = client.get("/health").json()
+        assert (health["status"], health["store_reachable"], health["rows_pending"]) == (
+            "degraded",
+            False,
+            5,
+        )
+        labels = client.post(
+            "/labels",
+            json={"labels": [{"prediction_id": answer.json()["prediction_ids"][0], "target": 1}]},
+        )
+        assert labels.status_code == 503
+        assert "store unavailable" in labels.json()["detail"][0]["message"]
+    assert len((tmp_path / "spool.jsonl").read_text().splitlines()) == 5  # kept for the next start
+
+
+def test_timezone_aware_event_times_are_stored_in_utc(
+    slot: ModelSlot, test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    store.create()
+    writer = CaptureWriter(store, spool_path=tmp_path / "spool.jsonl", flush_interval=0.05)
+    rows = _records(test_frame.head(1))
+    rows[0]["timestamp"] = "2012-07-01T08:00:00+02:00"
+    with serving(create_app(slot, store, writer)) as client:
+        assert client.post("/invocations", json={"dataframe_records": rows}).status_code == 200
+    assert store.read()["event_time"].iloc[0] == pd.Timestamp("2012-07-01 06:00:00")

@@ -148,6 +148,24 @@ class Store:
             drop=True
         )
 
+    def label_coverage(
+        self, start: dt.datetime, end: dt.datetime, step: str = "1D"
+    ) -> pd.DataFrame:
+        """Per window of ``step`` in ``[start, end)``: rows, labelled rows and their share."""
+        frame = self.read(start=start, end=end)
+        windows = pd.date_range(start, end, freq=step, inclusive="left")
+        if frame.empty:
+            grouped = pd.DataFrame({"rows": 0, "labelled": 0}, index=windows)
+        else:
+            bucket = frame.set_index("event_time")[schemas.TARGET].notna()
+            grouped = bucket.resample(step, origin=pd.Timestamp(start)).agg(["size", "sum"])
+            grouped = grouped.rename(columns={"size": "rows", "sum": "labelled"})
+            grouped = grouped.reindex(windows, fill_value=0)
+        grouped["coverage"] = (grouped["labelled"] / grouped["rows"]).where(grouped["rows"] > 0)
+        return (
+            grouped.rename_axis("window_start").reset_index().astype({"rows": int, "labelled": int})
+        )
+
     def count(self, table: str = PREDICTIONS) -> int:
         target = self.predictions if table == PREDICTIONS else self.labels
         with self.engine.connect() as connection:

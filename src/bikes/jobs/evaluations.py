@@ -209,6 +209,8 @@ class EvaluationsJob(Job):
         with mlflow.start_run(run_name=name, nested=True), warnings.catch_warnings():
             # MLflow tries each metric on the first row alone, where R2 is undefined: noise.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
+            # Our schema forbids missing values: MLflow's hint about integer columns is noise.
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
             result = mlflow.models.evaluate(
                 **arguments,
                 targets=schemas.TARGET,
