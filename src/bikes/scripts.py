@@ -1,7 +1,8 @@
 """The ``bikes`` command: configs -> settings -> ``job.run()``, and the one place exit codes live.
 
 Exit codes: 0 success; 2 a config or input error (the message names the key, file or column);
-3 the evaluation gate blocked the candidate (CI must stop the deploy); 1 anything unexpected
+3 the evaluation gate blocked the candidate (CI must stop the deploy); 4 monitoring found
+drift or degradation at or above ``job.fail_on``; 1 anything unexpected
 (a bug: the traceback is shown).
 """
 
@@ -21,6 +22,7 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_INPUT = 2
 EXIT_GATE = 3
+EXIT_MONITORING = 4
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,10 +58,16 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
+    from bikes.jobs.monitoring import MonitoringFindingError
+
     try:
         settings = _settings(args.configs, args.extras)
         with settings.job as job:
             job.run()
+    except MonitoringFindingError as error:
+        logger.remove()
+        print(f"bikes: monitoring: {error}", file=sys.stderr)
+        return EXIT_MONITORING
     except BikesError as error:
         logger.remove()
         print(f"bikes: error: {error}", file=sys.stderr)

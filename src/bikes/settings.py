@@ -10,13 +10,21 @@ import pydantic_settings as pdts
 from bikes.jobs.data import DataJob
 from bikes.jobs.evaluations import EvaluationsJob
 from bikes.jobs.inference import InferenceJob
+from bikes.jobs.monitoring import MonitoringJob
 from bikes.jobs.promotion import PromotionJob
 from bikes.jobs.serving import ServingJob
 from bikes.jobs.traffic import TrafficJob
 from bikes.jobs.training import TrainingJob
 
 JobKind = T.Annotated[
-    DataJob | TrainingJob | EvaluationsJob | PromotionJob | InferenceJob | ServingJob | TrafficJob,
+    DataJob
+    | TrainingJob
+    | EvaluationsJob
+    | PromotionJob
+    | InferenceJob
+    | ServingJob
+    | TrafficJob
+    | MonitoringJob,
     pdt.Field(discriminator="KIND"),
 ]
 

@@ -94,7 +94,7 @@ class Detector:
             self.edges = _quantile_edges(self.reference)
         else:
             self.categories = np.unique(self.reference)
-        self.reference_frequencies = self._frequencies(self.reference)
+        self.reference_frequencies = self.frequencies(self.reference)
 
     def score(self, current: npt.ArrayLike) -> DriftResult:
         values = _finite(np.asarray(current), self.kind)
@@ -118,7 +118,7 @@ class Detector:
             return float(raw / self.std) if self.std > 0 else float(raw > 0)
         if method == "z":
             return _proportions_z_pvalue(self.reference, current)
-        expected, observed = self.reference_frequencies, self._frequencies(current)
+        expected, observed = self.reference_frequencies, self.frequencies(current)
         if method == "chisquare":
             return _chisquare_pvalue(self.reference, current, self.categories)
         if method == "jensenshannon":
@@ -130,7 +130,7 @@ class Detector:
             return float(np.sqrt(0.5 * np.sum((np.sqrt(expected) - np.sqrt(observed)) ** 2)))
         return float(0.5 * np.sum(np.abs(expected - observed)))  # total_variation
 
-    def _frequencies(self, values: np.ndarray) -> np.ndarray:
+    def frequencies(self, values: np.ndarray) -> np.ndarray:
         """Shares per reference bin (numeric) or category (current's unseen ones in a last bin)."""
         if self.kind == "numeric":
             counts = np.histogram(np.clip(values, self.edges[0], self.edges[-1]), self.edges)[0]
