@@ -12,6 +12,11 @@ from invoke.context import Context
 from invoke.tasks import task
 
 GATE_BLOCKED = 3  # bikes' exit code when the evaluation gate blocks a candidate
+MONTHLY_BACKFILL = (
+    "job.current.start=2012-07-01",
+    "job.current.end=2013-01-01",
+    "job.current.step=MS",
+)
 
 
 def _job(c: Context, config: str, extras: tuple[str, ...] = (), warn: bool = False) -> int:
@@ -73,11 +78,14 @@ def demo(c: Context) -> None:
     print("\n== 3. Serve the champion and replay production traffic, labels a day late ==")
     with _serving(c):
         traffic(c)
+    print("\n== 4. Monitor production month by month against the training reference ==")
+    _job(c, "confs/monitoring.yaml", MONTHLY_BACKFILL)
     print(
         "\nDone. The champion kept its place; batch predictions are in "
-        "outputs/predictions.parquet, live ones (with labels) in predictions.db.\n"
-        "Browse runs, the gate's verdict tables and the registry with `uv run invoke mlflow` "
-        "(http://127.0.0.1:5000)."
+        "outputs/predictions.parquet, live ones (with labels) in predictions.db; monitoring in "
+        "outputs/monitoring.html and outputs/monitoring.json (and the monitoring_metrics table).\n"
+        "Browse runs, the gate's verdict tables, the report and the registry with "
+        "`uv run invoke mlflow` (http://127.0.0.1:5000)."
     )
 
 
@@ -101,6 +109,12 @@ def _serving(c: Context, url: str = "http://127.0.0.1:8000") -> T.Iterator[None]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
+
+
+@task(iterable=["extra"])
+def monitor(c: Context, extra: list[str] | None = None) -> None:
+    """Monitor the captured predictions (`-e job.current.step=MS ...` for a backfill)."""
+    _job(c, "confs/monitoring.yaml", tuple(extra or ()))
 
 
 @task(iterable=["extra"])

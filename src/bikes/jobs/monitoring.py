@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 import pydantic as pdt
 from loguru import logger
+from tqdm import tqdm
 
 from bikes.core import schemas
 from bikes.core.comparison import Slicing
@@ -103,22 +104,17 @@ class MonitoringJob(Job):
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         results = []
         with mlflow.start_run(run_name=self.run_name) as run:
-            for step, (start, end, frame) in enumerate(windows):
+            progress = tqdm(
+                windows, desc="monitoring windows", unit="window", disable=len(windows) < 2
+            )
+            for step, (start, end, frame) in enumerate(progress):
                 result = monitor.window(frame, start, end, now)
                 rows = long_rows(result)
                 result["alerts"] = self._alerts(rows, start, end, tables)
                 if tables is not None and start is not None and end is not None:
                     tables.write(start, end, result["model_version"], rows)
                 mlflow.log_metrics({_metric_name(r): r["value"] for r in rows}, step=step)
-                logger.info(
-                    "Window {}/{} {} .. {}: {} ({} rows)",
-                    step + 1,
-                    len(windows),
-                    start,
-                    end,
-                    result["status"],
-                    len(frame),
-                )
+                progress.set_postfix_str(f"{str(start)[:10]} {result['status']}")
                 results.append(result)
             document = self._document(results)
             path = write_json(self.results_path, json.dumps(document, indent=2, default=str))
