@@ -49,11 +49,20 @@ class DriftSettings(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     columns: dict[str, ColumnDrift] = pdt.Field(default_factory=dict)
 
 
+MAX_CATEGORIES = 20
+
+
 def column_kind(name: str, values: pd.Series) -> Kind:
+    """The contract's kind for a feature; otherwise integers with few values are categories."""
     feature = schemas.FEATURES_BY_NAME.get(name)
     if feature is not None:
         return feature.kind
-    return "numeric"
+    if name in (schemas.PREDICTION, schemas.TARGET) or not pd.api.types.is_integer_dtype(values):
+        return "numeric"
+    distinct = values.nunique()
+    if distinct <= 2:
+        return "binary"
+    return "categorical" if distinct <= MAX_CATEGORIES else "numeric"
 
 
 class Monitor:

@@ -28,36 +28,43 @@ h1{margin-bottom:.2rem}.status{display:inline-block;padding:.2rem .6rem;border-r
 .no_detection{background:#2e7d32}.potential{background:#ef6c00}.detected{background:#c62828}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:right}
 th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}.drift{color:#c62828;font-weight:600}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:1rem}
-figure{margin:0}figcaption{font-size:.9rem;color:#555}
+img{max-width:100%}
 """
 
 
 def _png(figure: T.Any) -> str:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=80)  # no bbox_inches="tight": it draws twice
     plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def distribution_chart(detector: Detector, current: np.ndarray) -> str:
-    """Reference and current shares per reference bin (numeric) or category, overlaid."""
-    figure, axes = plt.subplots(figsize=(4.6, 2.4))
-    reference_shares = detector.reference_frequencies
-    current_shares = detector.frequencies(current[np.isfinite(current)])
-    if detector.kind == "numeric":
-        centers = (detector.edges[:-1] + detector.edges[1:]) / 2
-        widths = np.diff(detector.edges)
-        axes.bar(centers, reference_shares, width=widths, alpha=0.5, label="reference")
-        axes.bar(centers, current_shares, width=widths, alpha=0.5, label="current")
-    else:
-        labels = [f"{c:g}" for c in detector.categories] + ["unseen"]
-        positions = np.arange(len(labels))
-        axes.bar(positions - 0.2, reference_shares, width=0.4, label="reference")
-        axes.bar(positions + 0.2, current_shares, width=0.4, label="current")
-        axes.set_xticks(positions, labels, fontsize=7)
-    axes.set_ylabel("share")
-    axes.legend(fontsize=7)
+def distributions_chart(panels: list[tuple[str, Detector, np.ndarray]]) -> str:
+    """Reference and current shares per reference bin (numeric) or category, overlaid, one
+    panel per column, all in one figure: one render instead of one per column."""
+    columns = 3
+    rows = (len(panels) + columns - 1) // columns
+    figure, grid = plt.subplots(rows, columns, figsize=(13, 2.5 * rows), squeeze=False)
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.04, top=0.97, hspace=0.55, wspace=0.2)
+    for axes in grid.flat[len(panels) :]:
+        axes.set_visible(False)
+    for axes, (title, detector, current) in zip(grid.flat, panels, strict=False):
+        reference_shares = detector.reference_frequencies
+        current_shares = detector.frequencies(current[np.isfinite(current)])
+        if detector.kind == "numeric":
+            centers = (detector.edges[:-1] + detector.edges[1:]) / 2
+            widths = np.diff(detector.edges)
+            axes.bar(centers, reference_shares, width=widths, alpha=0.5, label="reference")
+            axes.bar(centers, current_shares, width=widths, alpha=0.5, label="current")
+        else:
+            labels = [f"{c:g}" for c in detector.categories] + ["unseen"]
+            positions = np.arange(len(labels))
+            axes.bar(positions - 0.2, reference_shares, width=0.4, label="reference")
+            axes.bar(positions + 0.2, current_shares, width=0.4, label="current")
+            axes.set_xticks(positions, labels, fontsize=7)
+        axes.set_title(title, fontsize=9)
+        axes.tick_params(labelsize=7)
+    grid.flat[0].legend(fontsize=7)
     return _png(figure)
 
 
@@ -74,6 +81,7 @@ def performance_chart(windows: list[dict[str, T.Any]]) -> str | None:
     if not points:
         return None
     figure, axes = plt.subplots(figsize=(9, 2.6))
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.96)
     starts = pd.to_datetime([p[0] for p in points])
     axes.plot(starts, [p[1] for p in points], marker="o", label="RMSE, current")
     axes.axhline(points[0][2], color="grey", linestyle="--", label="RMSE, reference")
@@ -108,18 +116,26 @@ def render(
     if chart:
         parts += ["<h2>Performance over time</h2>", f"<img alt='RMSE per window' src='{chart}'>"]
     parts += ["<h2>Drift, latest window</h2>", _drift_table(last)]
-    parts.append("<div class='grid'>")
+    panels = []
     for column, detector in detectors.items():
         if column not in latest.columns:
             continue
         values = pd.to_numeric(latest[column], errors="coerce").to_numpy(dtype=float)
-        drift = last["data_drift"]["columns"].get(column) or last.get("prediction_drift") or {}
-        caption = f"{column}: {detector.method} {drift.get('score') or float('nan'):.3g} (threshold {detector.threshold:g})"
-        parts.append(
-            f"<figure><img alt='{html.escape(column)} distribution' src='{distribution_chart(detector, values)}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        drift = last["data_drift"]["columns"].get(column) or {}
+        score = drift.get("score")
+        scored = "" if score is None else f" {score:.3g}"
+        panels.append(
+            (
+                f"{column}: {detector.method}{scored} (threshold {detector.threshold:g})",
+                detector,
+                values,
+            )
         )
-    parts.append("</div>")
+    if panels:
+        parts += [
+            "<h2>Distributions, latest window against the reference</h2>",
+            f"<img alt='reference and current distributions of {len(panels)} columns' src='{distributions_chart(panels)}'>",
+        ]
     parts += ["<h2>Data quality, latest window</h2>", _quality_table(last)]
     parts.append("<script>document.body.dataset.ready = 'yes';</script></body></html>")
     return "".join(parts)

@@ -146,17 +146,19 @@ class MonitoringJob(Job):
         return [(times.min().to_pydatetime(), times.max().to_pydatetime(), frame)]
 
     def _columns(self, reference: pd.DataFrame, windows: list[Window]) -> list[str]:
-        present = [
-            c
-            for c in schemas.FEATURE_NAMES
-            if c in reference.columns and all(c in w[2].columns or w[2].empty for w in windows)
-        ]
+        """The contract's features present in both by default; ``job.columns`` may name any."""
+
+        def in_both(column: str) -> bool:
+            return column in reference.columns and all(
+                column in frame.columns or frame.empty for _, _, frame in windows
+            )
+
         if self.columns is None:
-            return present
-        unknown = [c for c in self.columns if c not in present]
-        if unknown:
+            return [column for column in schemas.FEATURE_NAMES if in_both(column)]
+        missing = [column for column in self.columns if not in_both(column)]
+        if missing:
             raise InputError(
-                f"job.columns: {', '.join(unknown)} not in both reference and current data"
+                f"job.columns: {', '.join(missing)} not in both reference and current data"
             )
         return list(self.columns)
 
@@ -195,6 +197,7 @@ class MonitoringJob(Job):
                         "column": row["column"],
                         "value": row["value"],
                         "message": f"{row['check']} on {row['column']} = {row['value']:.4g} "
+                        f"[{row['status']}] "
                         f"({rule.comparison} {rule.threshold:g}) for window {start} .. {end}",
                     }
                 )

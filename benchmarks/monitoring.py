@@ -1,0 +1,161 @@
+"""Cost of monitoring: the job against a bare scipy script and Evidently, on the same files.
+
+Reference and current parquet files of N rows x 22 columns (11 numeric, 11 categorical; three
+columns shifted in current) are written once. Each case runs as a fresh process from the same
+files: the monitoring job (``bikes`` with a config, report included), a bare script computing
+the same per-column statistics with scipy, and Evidently's ``DataDriftPreset`` report, run
+from a separate environment because Evidently needs pandas < 3:
+
+    uv venv .bench-evidently && uv pip install --python .bench-evidently/bin/python \\
+        evidently pyarrow "pandas<3"
+    uv run python benchmarks/monitoring.py --rows 100000 1000000
+
+Prints wall time, peak memory (max RSS) and ratios against the scipy script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from _workspace import REPO, clean_environment
+
+NUMERIC = [f"n{i}" for i in range(11)]
+CATEGORICAL = [f"c{i}" for i in range(11)]
+
+SCIPY_SCRIPT = """
+import sys
+import numpy as np, pandas as pd
+from scipy import stats
+from scipy.spatial import distance
+reference, current = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
+scores = {}
+for column in reference.columns:
+    r, c = reference[column].to_numpy(), current[column].to_numpy()
+    if column.startswith("n"):
+        scores[column] = stats.wasserstein_distance(r, c) / np.std(r)
+    else:
+        keys = np.union1d(np.unique(r), np.unique(c))
+        p = np.array([np.mean(r == k) for k in keys]); q = np.array([np.mean(c == k) for k in keys])
+        scores[column] = distance.jensenshannon(p, q, base=2)
+print(sum(score >= 0.1 for score in scores.values()))
+"""
+
+EVIDENTLY_SCRIPT = """
+import sys
+import pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+reference, current = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
+Report([DataDriftPreset()]).run(current, reference).save_html(sys.argv[3])
+"""
+
+MEASURED = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+elapsed = time.perf_counter() - start
+if done.returncode:
+    sys.exit(done.stderr[-3000:])
+print(elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def write_data(directory: Path, rows: int) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+
+    def frame(shift: bool) -> pd.DataFrame:
+        data = {}
+        for i, name in enumerate(NUMERIC):
+            data[name] = rng.normal(10 + (2 if shift and i < 2 else 0), 3, rows)
+        for i, name in enumerate(CATEGORICAL):
+            weights = np.linspace(1, 2, 8) if shift and i == 0 else np.ones(8)
+            data[name] = rng.choice(8, size=rows, p=weights / weights.sum())
+        return pd.DataFrame(data)
+
+    reference, current = directory / "reference.parquet", directory / "current.parquet"
+    frame(False).to_parquet(reference)
+    frame(True).to_parquet(current)
+    return reference, current
+
+
+def measured(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED, *command],
+        cwd=cwd,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command[:4])}... failed:\n{done.stderr[-3000:]}")
+    seconds, kilobytes = done.stdout.split()
+    return float(seconds), float(kilobytes) / 1024
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    cli.add_argument(
+        "--evidently-python", default=str(REPO / ".bench-evidently" / "bin" / "python")
+    )
+    args = cli.parse_args()
+    evidently = Path(args.evidently_python)
+    print(f"{'rows':>9} {'case':<28} {'seconds':>8} {'peak MB':>8} {'ratio':>6}")
+    for rows in args.rows:
+        with tempfile.TemporaryDirectory() as directory:
+            work = Path(directory)
+            reference, current = write_data(work, rows)
+            config = work / "monitoring.yaml"
+            config.write_text(
+                json.dumps(
+                    {
+                        "job": {
+                            "KIND": "MonitoringJob",
+                            "reference": {"KIND": "ParquetReader", "path": str(reference)},
+                            "current": {"KIND": "ParquetReader", "path": str(current)},
+                            "columns": NUMERIC + CATEGORICAL,
+                            "results_path": str(work / "monitoring.json"),
+                            "report_path": str(work / "monitoring.html"),
+                            "channels": [],
+                            "alerts": [],
+                        }
+                    }
+                )
+            )
+            cases = {
+                "scipy script": [sys.executable, "-c", SCIPY_SCRIPT, str(reference), str(current)],
+                "bikes monitoring job": [sys.executable, "-m", "bikes", str(config)],
+            }
+            if evidently.exists():
+                cases["evidently DataDriftPreset"] = [
+                    str(evidently),
+                    "-c",
+                    EVIDENTLY_SCRIPT,
+                    str(reference),
+                    str(current),
+                    str(work / "evidently.html"),
+                ]
+            base = None
+            for name, command in cases.items():
+                seconds, peak = measured(command, work)
+                base = base or seconds
+                print(f"{rows:>9} {name:<28} {seconds:>8.2f} {peak:>8.0f} {seconds / base:>6.2f}")
+                sys.stdout.flush()
+            drifted = json.loads((work / "monitoring.json").read_text())["data_drift"]["columns"]
+            print(
+                f"{'':>9} flagged by bikes: {sorted(c for c, r in drifted.items() if r['drift'])}"
+            )
+
+
+if __name__ == "__main__":
+    main()
