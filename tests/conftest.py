@@ -108,3 +108,18 @@ def postgres_store() -> T.Iterator[T.Any]:
         with store.engine.begin() as connection:
             connection.execute(sa.schema.DropSchema(schema, cascade=True))
         store.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> T.Iterator[T.Any]:
+    """An empty capture store on SQLite, then on the machine's real PostgreSQL."""
+    from bikes.io.store import Store
+
+    if request.param == "sqlite":
+        created = Store(f"sqlite:///{tmp_path / 'predictions.db'}")
+        created.create()
+        yield created
+        created.dispose()
+    else:
+        with postgres_store() as created:
+            yield created

@@ -11,7 +11,6 @@ import pytest
 from bikes.core import schemas
 from bikes.core.errors import InputError
 from bikes.io.store import Store
-from tests.conftest import postgres_store
 
 
 def _row(event: dt.datetime, prediction: float = 1.0, **features: T.Any) -> dict[str, T.Any]:
@@ -27,18 +26,6 @@ def _row(event: dt.datetime, prediction: float = 1.0, **features: T.Any) -> dict
         "prediction": prediction,
         **values,
     }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: T.Any) -> T.Iterator[Store]:
-    if request.param == "sqlite":
-        created = Store(f"sqlite:///{tmp_path / 'p.db'}")
-        created.create()
-        yield created
-        created.dispose()
-    else:
-        with postgres_store() as created:
-            yield created
 
 
 def test_writes_are_idempotent_and_windows_read_back(store: Store) -> None:

@@ -21,7 +21,7 @@ from bikes.io.capture import CaptureWriter
 from bikes.io.store import Store
 from bikes.serving.app import create_app
 from bikes.serving.models import ModelSlot
-from tests.conftest import postgres_store, started
+from tests.conftest import started
 
 
 def free_port() -> int:
@@ -60,18 +60,6 @@ def _records(frame: pd.DataFrame) -> list[dict[str, T.Any]]:
     rows = frame.loc[:, [schemas.TIMESTAMP, *schemas.FEATURE_NAMES]].copy()
     rows[schemas.TIMESTAMP] = rows[schemas.TIMESTAMP].dt.strftime("%Y-%m-%dT%H:%M:%S")
     return T.cast(list[dict[str, T.Any]], rows.to_dict(orient="records"))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> T.Iterator[Store]:
-    if request.param == "sqlite":
-        created = Store(f"sqlite:///{tmp_path / 'predictions.db'}")
-        created.create()
-        yield created
-        created.dispose()
-    else:
-        with postgres_store() as created:
-            yield created
 
 
 def test_predictions_match_the_model_and_every_row_is_captured(

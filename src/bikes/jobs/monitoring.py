@@ -125,7 +125,11 @@ class MonitoringJob(Job):
             mlflow.log_artifact(str(report), artifact_path="monitoring")
             mlflow.set_tag("status", document["status"])
         logger.success(
-            "Monitoring {}: {} window(s), results in {}", document["status"], len(results), path
+            "Monitoring {}: {} window(s), results in {}, report in {}",
+            document["status"],
+            len(results),
+            path,
+            report,
         )
         self._fail_if_asked(document["status"])
         return {"run_id": run.info.run_id, "status": document["status"], "results": document}

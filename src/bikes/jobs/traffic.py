@@ -121,7 +121,9 @@ class TrafficJob(Job):
                 waiting = [item for item in waiting if item[0] > now]
                 await self._labels(client, due_now, counts)
                 if wave_start % (self.concurrency * 25) == 0:
-                    logger.info("Replayed up to {} ({} rows)", now, counts["rows_sent"])
+                    logger.info(
+                        "Replayed up to {} ({} rows)", pd.Timestamp(now), counts["rows_sent"]
+                    )
             await self._labels(client, waiting, counts)  # the rest arrives after the replay
         logger.success("Traffic done: {}", counts)
         return counts
