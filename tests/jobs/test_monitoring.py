@@ -84,16 +84,21 @@ def _job(services: dict[str, T.Any], tmp_path: Path, **config: T.Any) -> Monitor
     )
 
 
-def test_backfill_flags_the_2012_growth_and_fills_the_metrics_table(
-    production_store: str, services: dict[str, T.Any], tmp_path: Path
-) -> None:
-    current = {
+def _monthly_backfill(uri: str) -> dict[str, str]:
+    """The production half of 2012, one window per month."""
+    return {
         "KIND": "StoreReader",
-        "uri": production_store,
+        "uri": uri,
         "start": "2012-07-01",
         "end": "2013-01-01",
         "step": "MS",
     }
+
+
+def test_backfill_flags_the_2012_growth_and_fills_the_metrics_table(
+    production_store: str, services: dict[str, T.Any], tmp_path: Path
+) -> None:
+    current = _monthly_backfill(production_store)
     with _job(services, tmp_path, current=current) as job:
         result = job.run()
     document = json.loads((tmp_path / "monitoring.json").read_text())
@@ -269,13 +274,7 @@ def test_the_html_report_renders_in_headless_chromium(
     import shutil
     import subprocess
 
-    current = {
-        "KIND": "StoreReader",
-        "uri": production_store,
-        "start": "2012-07-01",
-        "end": "2013-01-01",
-        "step": "MS",
-    }
+    current = _monthly_backfill(production_store)
     with _job(services, tmp_path, current=current) as job:
         result = job.run()
     report = tmp_path / "monitoring.html"

@@ -61,6 +61,14 @@ class ParquetWriter(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         return file
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """A text file (results JSON, HTML report), its folder created when missing."""
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(text, encoding="utf-8")
+    return file
+
+
 def read_hourly_csv(path: str | Path) -> pd.DataFrame:
     """The UCI hourly CSV with an event ``timestamp`` built from ``dteday`` and ``hr``."""
     file = Path(path)

@@ -8,7 +8,6 @@ import itertools
 import os
 import tempfile
 import typing as T
-from pathlib import Path
 
 import httpx
 import mlflow
@@ -23,9 +22,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from bikes.core.errors import InputError, first_line
 from bikes.io import registry
 from bikes.io.datasets import ParquetReader
-from bikes.io.store import Store
+from bikes.io.store import Store, configured_uri
 
-STORE_URI_VARIABLE = "BIKES_STORE_URI"
 Window = tuple[dt.datetime | None, dt.datetime | None, pd.DataFrame]
 
 
@@ -44,7 +42,7 @@ class StoreReader(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
     step: str | None = None
 
     def store(self) -> Store:
-        return Store(os.environ.get(STORE_URI_VARIABLE) or self.uri, self.schema_name)
+        return Store(configured_uri(self.uri), self.schema_name)
 
     def windows(self) -> list[Window]:
         store = self.store()
@@ -210,10 +208,3 @@ class Channel(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
             httpx.post(url, json=payload, timeout=self.timeout).raise_for_status()
         except httpx.HTTPError as error:
             logger.error("Alert channel {} failed: {}", self.KIND, error)
-
-
-def write_json(path: str | Path, text: str) -> Path:
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(text, encoding="utf-8")
-    return file

@@ -11,7 +11,6 @@ import base64
 import html
 import io
 import typing as T
-from pathlib import Path
 
 import matplotlib
 
@@ -182,10 +181,3 @@ def _quality_table(window: dict[str, T.Any]) -> str:
         for c, q in window["data_quality"]["columns"].items()
     )
     return f"<table><tr><th>column</th><th>missing</th><th>out of range</th><th>unseen categories</th></tr>{rows}</table>"
-
-
-def write(path: str | Path, text: str) -> Path:
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(text, encoding="utf-8")
-    return file

@@ -8,6 +8,7 @@ label sent twice keeps the latest value.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import typing as T
 
 import pandas as pd
@@ -17,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from bikes.core import schemas
 from bikes.core.errors import InputError, first_line
 
+STORE_URI_VARIABLE = "BIKES_STORE_URI"
 PREDICTIONS = "predictions"
 LABELS = "labels"
 _SQL_TYPES: dict[type, type[sa.types.TypeEngine[T.Any]]] = {int: sa.Integer, float: sa.Float}
@@ -46,6 +48,11 @@ def _tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("target", sa.Float, nullable=False),
     )
     return predictions, labels
+
+
+def configured_uri(uri: str) -> str:
+    """``BIKES_STORE_URI`` wins over a config's URI: a password belongs in the environment."""
+    return os.environ.get(STORE_URI_VARIABLE) or uri
 
 
 def _sqlite_wal(dbapi_connection: T.Any, _: T.Any) -> None:

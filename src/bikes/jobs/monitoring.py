@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import operator
-import os
 import typing as T
 
 import mlflow
@@ -19,17 +18,15 @@ from bikes.core.comparison import Slicing
 from bikes.core.errors import BikesError, InputError
 from bikes.core.monitoring import STATUSES, DriftSettings, Monitor, long_rows
 from bikes.io import reports
-from bikes.io.datasets import ParquetReader
+from bikes.io.datasets import ParquetReader, write_text
 from bikes.io.monitoring import (
-    STORE_URI_VARIABLE,
     ChampionReference,
     Channel,
     MonitoringTables,
     StoreReader,
     Window,
-    write_json,
 )
-from bikes.io.store import Store
+from bikes.io.store import Store, configured_uri
 from bikes.jobs.base import Job, Locals
 
 COMPARISONS = {
@@ -117,8 +114,8 @@ class MonitoringJob(Job):
                 progress.set_postfix_str(f"{str(start)[:10]} {result['status']}")
                 results.append(result)
             document = self._document(results)
-            path = write_json(self.results_path, json.dumps(document, indent=2, default=str))
-            report = reports.write(
+            path = write_text(self.results_path, json.dumps(document, indent=2, default=str))
+            report = write_text(
                 self.report_path, reports.render(results, monitor.detectors, windows[-1][2])
             )
             mlflow.log_artifact(str(path), artifact_path="monitoring")
@@ -172,7 +169,7 @@ class MonitoringJob(Job):
             return _created(MonitoringTables(self.current.store()))
         if uri is None:
             return None
-        return _created(MonitoringTables(Store(os.environ.get(STORE_URI_VARIABLE) or uri)))
+        return _created(MonitoringTables(Store(configured_uri(uri))))
 
     def _alerts(
         self,

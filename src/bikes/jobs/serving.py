@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import types
 import typing as T
 
@@ -11,12 +10,10 @@ import uvicorn
 from loguru import logger
 
 from bikes.io.capture import CaptureWriter
-from bikes.io.store import Store
+from bikes.io.store import Store, configured_uri
 from bikes.jobs.base import Job, Locals
 from bikes.serving.app import create_app
 from bikes.serving.models import ModelSlot
-
-STORE_URI_VARIABLE = "BIKES_STORE_URI"
 
 
 class _GracefulServer(uvicorn.Server):
@@ -53,15 +50,11 @@ class ServingJob(Job):
     max_pending: int = pdt.Field(default=100_000, gt=0)
     max_batch_rows: int = pdt.Field(default=10_000, gt=0)
 
-    @property
-    def effective_store_uri(self) -> str:
-        return os.environ.get(STORE_URI_VARIABLE) or self.store_uri
-
     def run(self) -> Locals:
         slot = ModelSlot(self.mlflow_service.client(), self.model_uri, self.poll_interval)
         store, writer = None, None
         if self.capture:
-            store = Store(self.effective_store_uri, self.store_schema)
+            store = Store(configured_uri(self.store_uri), self.store_schema)
             store.create()
             writer = CaptureWriter(
                 store,
