@@ -10,3 +10,4 @@ def bench(c: Context, repeat: int = 3) -> None:
     for script in ("training", "evaluations"):
         c.run(f"python benchmarks/{script}.py --repeat {repeat}")
     c.run("python benchmarks/serving.py --requests 400")
+    c.run(f"python benchmarks/monitoring.py --rows 100000 1000000 --repeat {repeat}")

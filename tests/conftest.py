@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import typing as T
+import uuid
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
+from bikes.core import schemas
 from bikes.io.services import LoggerService, MlflowService
 from bikes.jobs.data import DataJob
 from bikes.jobs.promotion import PromotionJob
@@ -123,3 +128,53 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> T.Iterator[T.Any]:
     else:
         with postgres_store() as created:
             yield created
+
+
+@pytest.fixture(scope="session")
+def production_store(
+    champion: dict[str, T.Any],
+    services: dict[str, T.Any],
+    splits_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """The production split as the service would have captured it, 80% labelled."""
+    frame = pd.read_parquet(splits_dir / "production.parquet")
+    with started(services["mlflow_service"]):
+        model = mlflow.pyfunc.load_model(f"models:/bikes/{champion['model_version']}")
+    predictions = model.predict(schemas.features_of(frame))
+    uri = f"sqlite:///{tmp_path_factory.mktemp('monitoring') / 'predictions.db'}"
+    from bikes.io.store import Store
+
+    store = Store(uri)
+    store.create()
+    ids = [uuid.uuid4().hex for _ in range(len(frame))]
+    rows = schemas.features_of(frame).to_dict(orient="records")
+    store.write_predictions(
+        [
+            {
+                **row,
+                "prediction_id": ids[i],
+                "event_time": frame[schemas.TIMESTAMP].iloc[i].to_pydatetime(),
+                "received_time": frame[schemas.TIMESTAMP].iloc[i].to_pydatetime()
+                + dt.timedelta(seconds=1),
+                "model_name": "bikes",
+                "model_version": champion["model_version"],
+                "latency_ms": 5.0 + (i % 10),
+                "prediction": float(predictions[i]),
+            }
+            for i, row in enumerate(rows)
+        ]
+    )
+    labelled = np.random.default_rng(0).random(len(frame)) < 0.8
+    store.write_labels(
+        [
+            {
+                "prediction_id": ids[i],
+                "label_time": dt.datetime(2013, 1, 1),
+                "target": float(frame[schemas.TARGET].iloc[i]),
+            }
+            for i in np.flatnonzero(labelled)
+        ]
+    )
+    store.dispose()
+    return uri

@@ -47,10 +47,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: T.Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # Heavy imports (MLflow, sklearn) wait until we know there is work to do.
-    from bikes.settings import MainSettings
+    from bikes.settings import main_settings
 
     if args.schema:
-        print(json.dumps(MainSettings.model_json_schema(), indent=2))
+        print(json.dumps(main_settings().model_json_schema(), indent=2))
         return EXIT_OK
     if not args.configs:
         parser().print_usage(sys.stderr)
@@ -82,11 +82,13 @@ def main(argv: T.Sequence[str] | None = None) -> int:
 def _settings(configs: T.Sequence[str], extras: T.Sequence[str]) -> T.Any:
     from bikes.core.errors import ConfigError
     from bikes.io.configs import merge_configs
-    from bikes.settings import MainSettings
+    from bikes.settings import settings_for
 
     merged = merge_configs(configs, extras)
+    job = merged.get("job")
+    kind = job.get("KIND") if isinstance(job, dict) else None
     try:
-        return MainSettings.model_validate(merged)
+        return settings_for(kind if isinstance(kind, str) else None).model_validate(merged)
     except pdt.ValidationError as error:
         raise ConfigError(describe_validation_error(error, merged)) from None
 

@@ -38,3 +38,26 @@ def test_a_window_with_a_quality_issue_is_potential_and_rows_are_long_format() -
     assert rows[("missing_share", "temp")]["status"] == "issue"
     assert rows[("unseen_categories", "district")]["value"] == 1
     assert rows[("status", "*")]["value"] == 1
+
+
+def test_labels_without_predictions_give_target_drift_but_no_performance() -> None:
+    """A labelled parquet file as ``current`` (no model output): nothing to score, no crash."""
+    rng = np.random.default_rng(4)
+    reference = pd.DataFrame(
+        {
+            "temp": rng.uniform(0, 1, 2000),
+            "season": rng.integers(1, 5, 2000),
+            "workingday": rng.integers(0, 2, 2000),
+            "cnt": rng.poisson(100, 2000).astype(float),
+            "prediction": rng.poisson(100, 2000).astype(float),
+        }
+    )
+    current = reference.drop(columns="prediction").assign(cnt=lambda f: f["cnt"] * 1.5)
+    monitor = Monitor(reference, ["temp", "season"], DriftSettings(), Slicing(), 0.2)
+    result = monitor.window(current, None, None, pd.Timestamp("2026-01-01").to_pydatetime())
+    assert result["performance"] is None
+    assert result["segments"] == []
+    assert result["prediction_drift"] is None
+    assert result["target_drift"]["drift"]  # demand up by half
+    assert not result["data_drift"]["dataset_drift"]
+    assert set(monitor.latest_shares) == {"temp", "season", "cnt"}

@@ -9,7 +9,9 @@ long-format rows of the ``monitoring_metrics`` table.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import typing as T
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -17,7 +19,7 @@ import pydantic as pdt
 
 from bikes.core import schemas
 from bikes.core.comparison import Slicing, segments
-from bikes.core.drift import SMALL_SAMPLE, Detector, Kind
+from bikes.core.drift import SMALL_SAMPLE, Detector, DriftResult, Kind
 from bikes.core.metrics import regression_metrics
 from bikes.core.quality import column_quality, freshness
 
@@ -66,7 +68,11 @@ def column_kind(name: str, values: pd.Series) -> Kind:
 
 
 class Monitor:
-    """Prepared from the reference once; ``window()`` judges one current window."""
+    """Prepared from the reference once; ``window()`` judges one current window.
+
+    The reference frame is not kept: detectors hold what drift and quality need (sorted
+    values, category counts), so the raw reference can be freed once the monitor exists.
+    """
 
     def __init__(
         self,
@@ -76,26 +82,30 @@ class Monitor:
         slicing: Slicing,
         performance_threshold: float,
     ) -> None:
-        self.reference = reference
         self.columns = columns
         self.drift = drift
         self.slicing = slicing
         self.performance_threshold = performance_threshold
         watched = [c for c in [*columns, schemas.PREDICTION, schemas.TARGET] if c in reference]
         self.kinds = {c: column_kind(c, reference[c]) for c in watched}
-        self.detectors = {
-            column: Detector(
+        self.detectors = _per_column(
+            lambda column: Detector(
                 column,
-                pd.to_numeric(reference[column], errors="coerce").to_numpy(dtype=float),
+                _numbers(reference[column]),
                 self.kinds[column],
                 method=drift.columns.get(column, ColumnDrift()).method,
                 threshold=drift.columns.get(column, ColumnDrift()).threshold,
                 small_sample=drift.small_sample,
-            )
-            for column in watched
-        }
+            ),
+            watched,
+        )
         self.reference_performance = _performance(reference)
         self.reference_segments = _segment_rmse(reference, slicing)
+        self.latest_shares: dict[str, np.ndarray] = {}  # binned current of the last window
+
+    def known_categories(self, column: str) -> np.ndarray | None:
+        detector = self.detectors.get(column)
+        return None if detector is None or detector.kind == "numeric" else detector.categories
 
     def window(
         self,
@@ -105,16 +115,25 @@ class Monitor:
         now: dt.datetime,
     ) -> dict[str, T.Any]:
         quality = {
-            column: column_quality(current[column], self.reference[column], self.kinds[column])
-            for column in self.columns
-            if column in current.columns
-        }
-        drifts = {
-            column: self.detectors[column].score(
-                pd.to_numeric(current[column], errors="coerce").to_numpy(dtype=float)
+            column: column_quality(
+                current[column], self.known_categories(column), self.kinds[column]
             )
             for column in self.columns
             if column in current.columns
+        }
+        drifts = _per_column(
+            lambda column: self.detectors[column].score(_numbers(current[column])),
+            [column for column in self.columns if column in current.columns],
+        )
+        prediction_drift = self._drift_of(current, schemas.PREDICTION)
+        target_drift = self._drift_of(current, schemas.TARGET)
+        self.latest_shares = {
+            column: result.shares
+            for column, result in [
+                *drifts.items(),
+                *prediction_drift.items(),
+                *target_drift.items(),
+            ]
         }
         drifted = sum(result.drift for result in drifts.values())
         share = drifted / len(drifts) if drifts else 0.0
@@ -139,8 +158,8 @@ class Monitor:
                 "drifted_columns": drifted,
                 "columns": {c: _drift_dict(r) for c, r in drifts.items()},
             },
-            "prediction_drift": self._drift_of(current, schemas.PREDICTION),
-            "target_drift": self._drift_of(current, schemas.TARGET),
+            "prediction_drift": _single_drift(prediction_drift),
+            "target_drift": _single_drift(target_drift),
             "performance": self._performance(current),
             "segments": self._segments(current),
             "service": _service(current),
@@ -148,13 +167,14 @@ class Monitor:
         result["status"] = status_of(result)
         return result
 
-    def _drift_of(self, current: pd.DataFrame, column: str) -> dict[str, T.Any] | None:
+    def _drift_of(self, current: pd.DataFrame, column: str) -> dict[str, DriftResult]:
+        """``{column: result}`` for the prediction or target, or ``{}`` when it is absent."""
         if column not in current.columns or column not in self.detectors:
-            return None
-        values = pd.to_numeric(current[column], errors="coerce").to_numpy(dtype=float)
+            return {}
+        values = _numbers(current[column])
         if not np.isfinite(values).any():
-            return None
-        return _drift_dict(self.detectors[column].score(values))
+            return {}
+        return {column: self.detectors[column].score(values)}
 
     def _performance(self, current: pd.DataFrame) -> dict[str, T.Any] | None:
         if schemas.TARGET not in current.columns or schemas.PREDICTION not in current.columns:
@@ -182,8 +202,8 @@ class Monitor:
         }
 
     def _segments(self, current: pd.DataFrame) -> list[dict[str, T.Any]]:
-        if schemas.TARGET not in current.columns:
-            return []
+        if schemas.TARGET not in current.columns or schemas.PREDICTION not in current.columns:
+            return []  # labels without predictions (a labelled parquet file): nothing to score
         labelled = current.dropna(subset=[schemas.TARGET, schemas.PREDICTION])
         rows = []
         for (column, value), rmse in _segment_rmse(labelled, self.slicing).items():
@@ -312,7 +332,28 @@ def long_rows(result: dict[str, T.Any]) -> list[dict[str, T.Any]]:
     return rows
 
 
-def _drift_dict(result: T.Any) -> dict[str, T.Any]:
+_Result = T.TypeVar("_Result")
+
+
+def _per_column(work: T.Callable[[str], _Result], columns: list[str]) -> dict[str, _Result]:
+    """``{column: work(column)}`` on every core: numpy releases the GIL while it sorts and
+    searches, which is where drift detection spends its time on large windows."""
+    workers = min(len(columns), os.cpu_count() or 1)
+    if workers <= 1:
+        return {column: work(column) for column in columns}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drift") as pool:
+        return dict(zip(columns, pool.map(work, columns), strict=True))
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+
+def _single_drift(results: dict[str, DriftResult]) -> dict[str, T.Any] | None:
+    return next((_drift_dict(result) for result in results.values()), None)
+
+
+def _drift_dict(result: DriftResult) -> dict[str, T.Any]:
     return {
         "column": result.column,
         "method": result.method,

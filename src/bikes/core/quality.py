@@ -15,8 +15,11 @@ import pandas as pd
 from bikes.core import schemas
 
 
-def column_quality(current: pd.Series, reference: pd.Series | None, kind: str) -> dict[str, T.Any]:
-    """Missing share, share out of the contract's range, and categories the reference lacks."""
+def column_quality(
+    current: pd.Series, known_categories: np.ndarray | None, kind: str
+) -> dict[str, T.Any]:
+    """Missing share, share out of the contract's range, and categories the reference lacks
+    (``known_categories``: the reference's, prepared once rather than per window)."""
     values = pd.to_numeric(current, errors="coerce")
     rows = len(current)
     missing = int(values.isna().sum())
@@ -31,8 +34,8 @@ def column_quality(current: pd.Series, reference: pd.Series | None, kind: str) -
     if feature is not None and rows:
         outside = (present < feature.low) | (present > feature.high)
         figures["out_of_range_share"] = float(outside.sum()) / rows
-    if kind != "numeric" and reference is not None:
-        known = set(pd.to_numeric(reference, errors="coerce").dropna().unique().tolist())
+    if kind != "numeric" and known_categories is not None:
+        known = set(known_categories.tolist())
         unseen = sorted(set(present.unique().tolist()) - known)
         figures["unseen_categories"] = [_plain(v) for v in unseen]
     return figures

@@ -1,25 +1,21 @@
 # ruff: noqa: E501 - HTML fragments read best on one line each
 """A self-contained HTML monitoring report: summary, distributions, drift, quality, performance.
 
-Charts are matplotlib figures embedded as base64 PNGs of *binned* data, so the file stays a
-few hundred kilobytes at any row count, opens offline, and needs no JavaScript library.
+Charts are inline SVG (``bikes.io.charts``) of *binned* data, so the file stays small at any
+row count, opens offline, and needs no JavaScript library.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import typing as T
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
-from bikes.core.drift import Detector
+from bikes.io import charts
+
+if T.TYPE_CHECKING:
+    from bikes.core.drift import Detector
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}
@@ -27,50 +23,38 @@ h1{margin-bottom:.2rem}.status{display:inline-block;padding:.2rem .6rem;border-r
 .no_detection{background:#2e7d32}.potential{background:#ef6c00}.detected{background:#c62828}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:right}
 th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}.drift{color:#c62828;font-weight:600}
-img{max-width:100%}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:.5rem}
+svg{width:100%;height:auto;font-family:inherit}svg .drift{fill:#c62828;font-weight:600}
+.legend span{display:inline-block;width:1.5rem;height:.7rem;margin:0 .3rem 0 1rem}
 """
 
 
-def _png(figure: T.Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)  # no bbox_inches="tight": it draws twice
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def distributions_chart(panels: list[tuple[str, Detector, np.ndarray]]) -> str:
-    """Reference and current shares per reference bin (numeric) or category, overlaid, one
-    panel per column, all in one figure: one render instead of one per column."""
-    columns = 3
-    rows = (len(panels) + columns - 1) // columns
-    figure, grid = plt.subplots(rows, columns, figsize=(13, 2.5 * rows), squeeze=False)
-    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.04, top=0.97, hspace=0.55, wspace=0.2)
-    for axes in grid.flat[len(panels) :]:
-        axes.set_visible(False)
-    for axes, (title, detector, current) in zip(grid.flat, panels, strict=False):
-        reference_shares = detector.reference_frequencies
-        current_shares = detector.frequencies(current[np.isfinite(current)])
-        if detector.kind == "numeric":
-            centers = (detector.edges[:-1] + detector.edges[1:]) / 2
-            widths = np.diff(detector.edges)
-            axes.bar(centers, reference_shares, width=widths, alpha=0.5, label="reference")
-            axes.bar(centers, current_shares, width=widths, alpha=0.5, label="current")
-        else:
-            labels = [f"{c:g}" for c in detector.categories] + ["unseen"]
-            positions = np.arange(len(labels))
-            axes.bar(positions - 0.2, reference_shares, width=0.4, label="reference")
-            axes.bar(positions + 0.2, current_shares, width=0.4, label="current")
-            axes.set_xticks(positions, labels, fontsize=7)
-        axes.set_title(title, fontsize=9)
-        axes.tick_params(labelsize=7)
-    grid.flat[0].legend(fontsize=7)
-    return _png(figure)
+def distributions_chart(panels: list[tuple[str, Detector, np.ndarray, bool]]) -> str:
+    """Reference and current shares per reference bin (numeric) or category, one small
+    chart per column. The shares come binned from scoring, so drawing costs the same at any
+    row count."""
+    charts_html = []
+    for title, detector, current_shares, drift in panels:
+        numeric = detector.kind == "numeric"
+        charts_html.append(
+            charts.histogram_svg(
+                charts.Histogram(
+                    title=title,
+                    reference=detector.reference_shares,
+                    current=current_shares,
+                    edges=detector.edges if numeric else None,
+                    labels=() if numeric else (*(f"{c:g}" for c in detector.categories), "unseen"),
+                    drift=drift,
+                )
+            )
+        )
+    return charts.legend_html() + f"<div class='grid'>{''.join(charts_html)}</div>"
 
 
 def performance_chart(windows: list[dict[str, T.Any]]) -> str | None:
     points = [
         (
-            w["window"]["start"],
+            str(w["window"]["start"])[:10],
             w["performance"]["current"]["rmse"],
             w["performance"]["reference"]["rmse"],
         )
@@ -79,20 +63,19 @@ def performance_chart(windows: list[dict[str, T.Any]]) -> str | None:
     ]
     if not points:
         return None
-    figure, axes = plt.subplots(figsize=(9, 2.6))
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.96)
-    starts = pd.to_datetime([p[0] for p in points])
-    axes.plot(starts, [p[1] for p in points], marker="o", label="RMSE, current")
-    axes.axhline(points[0][2], color="grey", linestyle="--", label="RMSE, reference")
-    axes.legend(fontsize=8)
-    axes.set_ylabel("bikes per hour")
-    return _png(figure)
+    return charts.line_svg(
+        "RMSE per window against the reference",
+        [p[0] for p in points],
+        [p[1] for p in points],
+        points[0][2],
+        "RMSE, bikes per hour",
+    )
 
 
 def render(
     windows: list[dict[str, T.Any]],
     detectors: dict[str, Detector],
-    latest: pd.DataFrame,
+    latest_shares: dict[str, np.ndarray],
     title: str = "bikes monitoring",
 ) -> str:
     """The whole report as one HTML string; distributions are for the latest window."""
@@ -113,27 +96,27 @@ def render(
     ]
     chart = performance_chart(windows)
     if chart:
-        parts += ["<h2>Performance over time</h2>", f"<img alt='RMSE per window' src='{chart}'>"]
+        parts += ["<h2>Performance over time</h2>", chart]
     parts += ["<h2>Drift, latest window</h2>", _drift_table(last)]
     panels = []
     for column, detector in detectors.items():
-        if column not in latest.columns:
+        if column not in latest_shares or not latest_shares[column].size:
             continue
-        values = pd.to_numeric(latest[column], errors="coerce").to_numpy(dtype=float)
-        drift = last["data_drift"]["columns"].get(column) or {}
-        score = drift.get("score")
+        verdict = _drift_entries(last).get(column, {})
+        score = verdict.get("score")
         scored = "" if score is None else f" {score:.3g}"
         panels.append(
             (
                 f"{column}: {detector.method}{scored} (threshold {detector.threshold:g})",
                 detector,
-                values,
+                latest_shares[column],
+                bool(verdict.get("drift")),
             )
         )
     if panels:
         parts += [
             "<h2>Distributions, latest window against the reference</h2>",
-            f"<img alt='reference and current distributions of {len(panels)} columns' src='{distributions_chart(panels)}'>",
+            distributions_chart(panels),
         ]
     parts += ["<h2>Data quality, latest window</h2>", _quality_table(last)]
     parts.append("<script>document.body.dataset.ready = 'yes';</script></body></html>")
@@ -156,11 +139,17 @@ def _windows_table(windows: list[dict[str, T.Any]]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _drift_table(window: dict[str, T.Any]) -> str:
+def _drift_entries(window: dict[str, T.Any]) -> dict[str, dict[str, T.Any]]:
+    """Every drift verdict of a window by column: features, prediction and target."""
     entries = dict(window["data_drift"]["columns"])
     for key in ("prediction_drift", "target_drift"):
         if window.get(key):
             entries[window[key]["column"]] = window[key]
+    return entries
+
+
+def _drift_table(window: dict[str, T.Any]) -> str:
+    entries = _drift_entries(window)
     rows = "".join(
         f"<tr><td>{html.escape(c)}</td><td>{r['method']}</td>"
         f"<td class='{'drift' if r['drift'] else ''}'>{_number(r['score'])}</td>"

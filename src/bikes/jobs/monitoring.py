@@ -93,10 +93,8 @@ class MonitoringJob(Job):
     run_name: str = "monitoring"
 
     def run(self) -> Locals:
-        reference = self._reference()
         windows = self._windows()
-        columns = self._columns(reference, windows)
-        monitor = Monitor(reference, columns, self.drift, self.slicing, self.performance_threshold)
+        monitor = self._monitor(windows)
         tables = self._tables()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         results = []
@@ -116,7 +114,7 @@ class MonitoringJob(Job):
             document = self._document(results)
             path = write_text(self.results_path, json.dumps(document, indent=2, default=str))
             report = write_text(
-                self.report_path, reports.render(results, monitor.detectors, windows[-1][2])
+                self.report_path, reports.render(results, monitor.detectors, monitor.latest_shares)
             )
             mlflow.log_artifact(str(path), artifact_path="monitoring")
             mlflow.log_artifact(str(report), artifact_path="monitoring")
@@ -130,6 +128,12 @@ class MonitoringJob(Job):
         )
         self._fail_if_asked(document["status"])
         return {"run_id": run.info.run_id, "status": document["status"], "results": document}
+
+    def _monitor(self, windows: list[Window]) -> Monitor:
+        """The monitor, built here so the raw reference frame is freed as soon as it exists."""
+        reference = self._reference()
+        columns = self._columns(reference, windows)
+        return Monitor(reference, columns, self.drift, self.slicing, self.performance_threshold)
 
     def _reference(self) -> pd.DataFrame:
         if isinstance(self.reference, ChampionReference):
