@@ -1,0 +1,197 @@
+"""Grafana's provisioning, proved against the real PostgreSQL after a real monitoring backfill.
+
+There is no Grafana server here, so its SQL macros are expanded the way its PostgreSQL
+datasource documents them; everything else is real: the dashboards' and alert rules' SQL
+runs on 127.0.0.1:5432 against the ``monitoring_metrics`` table the monitoring job filled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import typing as T
+import uuid
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from bikes.jobs.monitoring import MonitoringJob
+from tests.conftest import POSTGRES_URI, REPO
+
+GRAFANA = REPO / "docker" / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+ALERT_RULES = GRAFANA / "provisioning" / "alerting" / "rules.yaml"
+DATASOURCES = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
+START, END = dt.datetime(2012, 7, 1), dt.datetime(2013, 1, 1)
+
+
+def expand_macros(
+    sql: str, start: dt.datetime, end: dt.datetime, variables: dict[str, list[str]]
+) -> str:
+    """Grafana's PostgreSQL macros and multi-value template variables, as Grafana expands
+    them; anything left starting with ``$`` is a macro this test does not know: it fails."""
+    since, until = (t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in (start, end))
+    sql = re.sub(
+        r"\$__timeFilter\(([^)]+)\)",
+        lambda m: f"{m[1].strip()} BETWEEN '{since}' AND '{until}'",
+        sql,
+    )
+    sql = sql.replace("$__timeFrom()", f"'{since}'").replace("$__timeTo()", f"'{until}'")
+    sql = re.sub(r"\$__time\(([^)]+)\)", lambda m: f'{m[1].strip()} AS "time"', sql)
+    for name, values in variables.items():
+        quoted = ",".join("'" + value.replace("'", "''") + "'" for value in values)
+        sql = re.sub(rf"\$\{{{name}\}}|\${name}\b", quoted, sql)
+    assert "$" not in sql, f"unexpanded macro or variable in: {sql}"
+    return sql
+
+
+def _dashboard(name: str) -> dict[str, T.Any]:
+    return T.cast(dict[str, T.Any], json.loads((GRAFANA / "dashboards" / name).read_text()))
+
+
+def _sql_targets() -> list[tuple[str, str, dict[str, T.Any]]]:
+    """Every PostgreSQL query of every panel: (dashboard, panel title, target)."""
+    found = []
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                if target["datasource"]["uid"] == "bikes-postgres":
+                    found.append((path.name, panel["title"], target))
+    return found
+
+
+@pytest.fixture(scope="module")
+def metrics_database(
+    production_store: str, services: dict[str, T.Any], tmp_path_factory: pytest.TempPathFactory
+) -> T.Iterator[sa.Engine]:
+    """A database of its own on the real PostgreSQL, filled by a weekly monitoring backfill."""
+    name = f"bikes_grafana_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URI, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    uri = sa.make_url(POSTGRES_URI).set(database=name).render_as_string(hide_password=False)
+    work = tmp_path_factory.mktemp("grafana")
+    job = MonitoringJob.model_validate(
+        {
+            "current": {
+                "KIND": "StoreReader",
+                "uri": production_store,
+                "start": START.isoformat(),
+                "end": END.isoformat(),
+                "step": "7D",
+            },
+            "metrics_store_uri": uri,
+            "results_path": str(work / "monitoring.json"),
+            "report_path": str(work / "monitoring.html"),
+            "channels": [],
+            **services,
+        }
+    )
+    with job:
+        job.run()
+    engine = sa.create_engine(uri)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _run(engine: sa.Engine, sql: str) -> tuple[list[str], list[tuple[T.Any, ...]]]:
+    with engine.connect() as connection:
+        result = connection.execute(sa.text(sql.replace(":", r"\:")))
+        return list(result.keys()), [tuple(row) for row in result]
+
+
+def _columns_variable(engine: sa.Engine) -> list[str]:
+    variable = _dashboard("bikes-monitoring.json")["templating"]["list"][0]
+    assert variable["name"] == "column"
+    _, rows = _run(engine, variable["query"])
+    return [row[0] for row in rows]
+
+
+def test_the_provisioning_is_consistent() -> None:
+    sources = {s["uid"]: s for s in yaml.safe_load(DATASOURCES.read_text())["datasources"]}
+    assert sources["bikes-postgres"]["jsonData"]["database"] == "bikes"
+    assert sources["bikes-postgres"]["secureJsonData"]["password"].startswith("$")  # from env
+    assert {d.name for d in DASHBOARDS} == {"bikes-monitoring.json", "bikes-service.json"}
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        ids = [panel["id"] for panel in board["panels"]]
+        assert len(ids) == len(set(ids)), path.name
+        for panel in board["panels"]:
+            assert panel["targets"], panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] in sources, panel["title"]
+    rules = yaml.safe_load(ALERT_RULES.read_text())["groups"][0]["rules"]
+    for rule in rules:
+        queried = {d["datasourceUid"] for d in rule["data"]} - {"__expr__"}
+        assert queried <= set(sources), rule["title"]
+
+
+def test_every_dashboard_query_runs_on_the_backfilled_table(metrics_database: sa.Engine) -> None:
+    columns = _columns_variable(metrics_database)
+    assert {"temp", "hum", "yr", "season"} <= set(columns)
+    results = {}
+    for board, title, target in _sql_targets():
+        sql = expand_macros(target["rawSql"], START, END, {"column": columns})
+        names, rows = _run(metrics_database, sql)
+        assert rows, f"{board} / {title}: no rows"
+        if target["format"] == "time_series":
+            assert names[0] == "time", f"{board} / {title}: first column {names[0]}"
+            times = [row[0] for row in rows]
+            assert times == sorted(times), f"{board} / {title}: not ordered by time"
+            assert all(isinstance(row[-1], float) for row in rows), f"{board} / {title}"
+        results[(title, target["refId"])] = (names, rows)
+    drift_names, drift_rows = results[("Drift score per column ($column)", "A")]
+    assert drift_names == ["time", "metric", "value"]
+    weeks = {row[0] for row in drift_rows}
+    assert len(weeks) == 27  # 2012-07-01 .. 2013-01-01 in steps of 7 days
+    yr = [value for _, metric, value in drift_rows if metric == "yr"]
+    assert len(yr) == len(weeks)
+    assert min(yr) > 0.1
+    threshold = results[("Drift score per column ($column)", "B")][1]
+    assert {row[2] for row in threshold} == {0.1}
+    status = results[("Status (0 no detection, 1 potential, 2 detected)", "A")][1]
+    assert max(row[1] for row in status) == 2.0
+    segments = {row[1] for row in results[("RMSE per segment", "A")][1]}
+    assert {"season=3", "workingday=1"} <= segments
+    latest = results[("Latest window, every check", "A")]
+    assert latest[0][:3] == ["check", "column", "value"]
+
+
+def test_alert_rules_fire_on_the_2012_demand_growth(metrics_database: sa.Engine) -> None:
+    """Each rule's SQL, reduced to its last value and compared like Grafana's threshold."""
+    rules = yaml.safe_load(ALERT_RULES.read_text())["groups"][0]["rules"]
+    compare = {"gt": lambda a, b: a > b, "lt": lambda a, b: a < b}
+    firing = {}
+    for rule in rules:
+        query = next(d for d in rule["data"] if d["refId"] == "A")
+        if query["datasourceUid"] != "bikes-postgres":
+            continue
+        sql = expand_macros(query["model"]["rawSql"], START, END, {})
+        names, rows = _run(metrics_database, sql)
+        assert names[0] == "time", rule["title"]
+        assert rows, rule["title"]
+        condition = next(d for d in rule["data"] if d["refId"] == rule["condition"])
+        evaluator = condition["model"]["conditions"][0]["evaluator"]
+        firing[rule["uid"]] = compare[evaluator["type"]](rows[-1][-1], evaluator["params"][0])
+    assert firing["bikes-status-detected"]
+    assert firing["bikes-rmse-degraded"]
+    assert not firing["bikes-label-coverage"]  # 80% of the production rows are labelled
+
+
+def test_unknown_macros_are_caught() -> None:
+    with pytest.raises(AssertionError, match="unexpanded"):
+        expand_macros("SELECT $__timeGroup(t, '1h')", START, END, {})
+    expanded = expand_macros(
+        "WHERE $__timeFilter(t) AND c IN ($column)", START, END, {"column": ["a", "o'b"]}
+    )
+    assert expanded == (
+        "WHERE t BETWEEN '2012-07-01T00:00:00Z' AND '2013-01-01T00:00:00Z' AND c IN ('a','o''b')"
+    )

@@ -1,0 +1,163 @@
+"""The compose stack's MLflow server, for real: PostgreSQL backend, proxied artifacts, and the
+jobs (training, the evaluations gate, monitoring) talking to it over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import typing as T
+import uuid
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from tests.conftest import POSTGRES_URI, REPO
+
+COMPOSE = REPO / "docker" / "compose.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def local_command(command: list[str], values: dict[str, str]) -> list[str]:
+    """The compose service's command with this machine's values for the options named."""
+    local = list(command)
+    for option, value in values.items():
+        local[local.index(option) + 1] = value
+    return local
+
+
+@contextlib.contextmanager
+def fresh_database() -> T.Iterator[str]:
+    name = f"bikes_mlflow_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URI, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(POSTGRES_URI).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> T.Iterator[str]:
+    """``mlflow server`` exactly as compose runs it, on a free loopback port and a new database."""
+    service = yaml.safe_load(COMPOSE.read_text())["services"]["mlflow"]
+    assert service["entrypoint"] == ["mlflow"]
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("mlartifacts")
+    log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
+    with fresh_database() as backend:
+        command = local_command(
+            service["command"],
+            {
+                "--backend-store-uri": backend,
+                "--artifacts-destination": str(artifacts),
+                "--host": "127.0.0.1",
+                "--port": str(port),
+                "--allowed-hosts": service["command"][
+                    service["command"].index("--allowed-hosts") + 1
+                ].replace(":5000", f":{port}"),
+            },
+        )
+        with log.open("w") as output:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", *command],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                assert server.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not start in 180 s"
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                time.sleep(1)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def _bikes(args: list[str], cwd: Path, server: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bikes", *args],
+        cwd=cwd,
+        env={**env, "MLFLOW_TRACKING_URI": server},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_the_server_accepts_the_compose_host_names_only(mlflow_server: str) -> None:
+    port = mlflow_server.rsplit(":", 1)[1]
+    api = f"{mlflow_server}/api/2.0/mlflow/experiments/search?max_results=1"
+    inside = httpx.get(api, headers={"Host": f"mlflow:{port}"})
+    assert inside.status_code == 200  # the service and scheduler call http://mlflow:5000
+    rebinding = httpx.get(api, headers={"Host": f"attacker.example:{port}"})
+    assert rebinding.status_code in (400, 403)
+
+
+def test_training_gate_and_monitoring_over_http(mlflow_server: str, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "hour.csv").symlink_to(REPO / "data" / "hour.csv")
+    (tmp_path / "confs").symlink_to(REPO / "confs")
+    monitoring = tmp_path / "monitoring.yaml"
+    monitoring.write_text(
+        "job:\n"
+        "  KIND: MonitoringJob\n"
+        "  current: {KIND: ParquetReader, path: data/splits/production.parquet}\n"
+        "  channels: []\n"
+    )
+    steps = [
+        ["confs/data.yaml"],
+        ["confs/training.yaml", "-e", "job.model.max_iter=40", "-e", "job.alias=challenger"],
+        ["confs/evaluations.yaml", "-e", "job.bootstrap.resamples=20"],  # passes: promotes
+        [str(monitoring)],
+    ]
+    for step in steps:
+        done = _bikes(step, tmp_path, mlflow_server)
+        assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
+    assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    champion = client.get_model_version_by_alias("bikes", "champion")
+    assert champion.tags["validation_status"] == "passed"
+    experiment = client.get_experiment_by_name("bikes")
+    assert experiment is not None
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
+    [run] = client.search_runs(
+        [experiment.experiment_id], "tags.mlflow.runName = 'monitoring'", max_results=1
+    )
+    fetched = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id,
+        artifact_path="monitoring/monitoring.html",
+        dst_path=str(tmp_path / "fetched"),
+        tracking_uri=mlflow_server,
+    )
+    report = Path(fetched).read_text()
+    assert report == (tmp_path / "outputs" / "monitoring.html").read_text()
+    assert "<svg" in report
+    assert "bikes monitoring" in report
