@@ -239,7 +239,11 @@ def test_health_and_metrics(bad_input_client: httpx.Client, test_frame: pd.DataF
     assert health["status"] == "ok"
     assert health["store_reachable"] is True
     assert health["model_name"] == "bikes"
+    for probe in ("/wp-admin", "/.env", "/admin/config.php"):
+        assert bad_input_client.get(probe).status_code == 404
     metrics = bad_input_client.get("/metrics").text
+    assert 'endpoint="unmatched",status="404"} 3.0' in metrics
+    assert "wp-admin" not in metrics  # one series for every unknown URL, not one each
     for name in (
         "bikes_requests_total",
         "bikes_request_errors_total",

@@ -115,7 +115,9 @@ def create_app(
     async def count(request: Request, call_next: T.Any) -> Response:
         start = time.perf_counter()
         response: Response = await call_next(request)
-        endpoint = request.url.path
+        # The route's template, not the raw path: a scanner probing random URLs must not
+        # create a Prometheus series per URL.
+        endpoint = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         if response.status_code >= 400:
