@@ -58,7 +58,7 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-    from bikes.jobs.monitoring import MonitoringFindingError
+    from bikes.core.errors import MonitoringFindingError
 
     try:
         settings = _settings(args.configs, args.extras)

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from bikes import scripts
-from bikes.core.errors import InputError
+from bikes.core.errors import InputError, MonitoringFindingError
 from bikes.io.monitoring import MonitoringTables
 from bikes.io.store import Store
-from bikes.jobs.monitoring import MonitoringFindingError, MonitoringJob
+from bikes.jobs.monitoring import MonitoringJob
 from tests.conftest import started
 
 

@@ -21,6 +21,10 @@ class SchemaError(InputError):
     """A dataset violates its schema; the message lists every failing column and a few rows."""
 
 
+class MonitoringFindingError(BikesError):
+    """A monitoring finding at or above ``job.fail_on``: a distinct exit code for cron and CI."""
+
+
 def first_line(error: BaseException) -> str:
     """The gist of a third-party error, whose full text can run to pages (MLflow's does)."""
     text = str(error).strip()

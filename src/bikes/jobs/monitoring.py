@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from bikes.core import schemas
 from bikes.core.comparison import Slicing
-from bikes.core.errors import BikesError, InputError
+from bikes.core.errors import InputError, MonitoringFindingError
 from bikes.core.monitoring import STATUSES, DriftSettings, Monitor, long_rows
 from bikes.io import reports
 from bikes.io.datasets import ParquetReader, write_text
@@ -36,10 +36,6 @@ COMPARISONS = {
     "<=": operator.le,
     "==": operator.eq,
 }
-
-
-class MonitoringFindingError(BikesError):
-    """A finding at or above ``job.fail_on``: a distinct exit code for cron and CI."""
 
 
 class AlertRule(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
