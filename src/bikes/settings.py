@@ -1,7 +1,7 @@
 """The top-level settings: one ``job`` of any kind, chosen by its ``KIND``.
 
 Each job kind lives in its own module with its own heavy dependencies (scikit-learn for
-training, FastAPI for serving, matplotlib for monitoring). A config names its kind, so
+training, FastAPI for serving, SQLAlchemy for monitoring). A config names its kind, so
 ``settings_for(kind)`` imports that one module only; ``MainSettings`` (every kind, as a
 discriminated union) is for the JSON schema and for configs whose kind is missing or wrong,
 where the error should list every valid kind.
