@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +45,12 @@ def test_round_trip_and_limit(tmp_path: Path) -> None:
     path = ParquetWriter(path=str(tmp_path / "sub" / "x.parquet")).write(frame)
     assert path.is_file()
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    umask = os.umask(0o022)
+    try:
+        readable = ParquetWriter(path=str(tmp_path / "y.parquet")).write(frame)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(readable.stat().st_mode) == 0o644  # as open() gives, not mkstemp's 0600
     pd.testing.assert_frame_equal(ParquetReader(path=str(path)).read(), frame)
     assert len(ParquetReader(path=str(path), limit=3).read()) == 3
 

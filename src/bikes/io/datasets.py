@@ -59,11 +59,20 @@ class ParquetWriter(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         os.close(descriptor)
         try:
             frame.to_parquet(temporary, index=False)
+            # mkstemp creates 0600; the finished file gets what a plain open() would give it,
+            # so other users and containers can read the outputs as usual.
+            os.chmod(temporary, 0o666 & ~_umask())
             os.replace(temporary, file)
         finally:
             if os.path.exists(temporary):
                 os.remove(temporary)
         return file
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> Path:
