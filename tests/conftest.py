@@ -98,8 +98,6 @@ POSTGRES_URI = os.environ.get(
 @contextlib.contextmanager
 def postgres_store() -> T.Iterator[T.Any]:
     """A Store on the machine's real PostgreSQL, in a schema of the test's own, dropped after."""
-    import uuid
-
     import sqlalchemy as sa
 
     from bikes.io.store import Store
@@ -113,6 +111,23 @@ def postgres_store() -> T.Iterator[T.Any]:
         with store.engine.begin() as connection:
             connection.execute(sa.schema.DropSchema(schema, cascade=True))
         store.dispose()
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str) -> T.Iterator[str]:
+    """A database of its own on the machine's real PostgreSQL (its URI), dropped after."""
+    import sqlalchemy as sa
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URI, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(POSTGRES_URI).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

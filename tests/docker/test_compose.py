@@ -24,18 +24,22 @@ def _compose() -> dict[str, T.Any]:
     return T.cast(dict[str, T.Any], yaml.safe_load(COMPOSE.read_text()))
 
 
-def test_docker_compose_validates_the_file(tmp_path: Path) -> None:
-    """Debian's docker-compose (installed by .ci/run) parses, interpolates and validates the
-    file against the Compose schema; no Docker engine is needed for ``config``."""
+def _compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("docker-compose")
     assert tool, "Debian's docker-compose is installed by .ci/run"
-    done = subprocess.run(
-        [tool, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config"],
+    return subprocess.run(
+        [tool, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_docker_compose_validates_the_file(tmp_path: Path) -> None:
+    """Debian's docker-compose (installed by .ci/run) parses, interpolates and validates the
+    file against the Compose schema; no Docker engine is needed for ``config``."""
+    done = _compose_config(ENV_EXAMPLE)
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout)
     assert set(resolved["services"]) == {
@@ -49,13 +53,7 @@ def test_docker_compose_validates_the_file(tmp_path: Path) -> None:
     assert "change-me" in resolved["services"]["service"]["environment"]["BIKES_STORE_URI"]
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    missing = subprocess.run(
-        [tool, "--env-file", str(empty), "-f", str(COMPOSE), "config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    missing = _compose_config(empty)
     assert missing.returncode != 0  # no password, no stack
     assert "POSTGRES_PASSWORD" in missing.stderr
 

@@ -11,14 +11,13 @@ import datetime as dt
 import json
 import re
 import typing as T
-import uuid
 
 import pytest
 import sqlalchemy as sa
 import yaml
 
 from bikes.jobs.monitoring import MonitoringJob
-from tests.conftest import POSTGRES_URI, REPO
+from tests.conftest import REPO, postgres_database
 
 GRAFANA = REPO / "docker" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -68,38 +67,31 @@ def metrics_database(
     production_store: str, services: dict[str, T.Any], tmp_path_factory: pytest.TempPathFactory
 ) -> T.Iterator[sa.Engine]:
     """A database of its own on the real PostgreSQL, filled by a weekly monitoring backfill."""
-    name = f"bikes_grafana_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_URI, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    uri = sa.make_url(POSTGRES_URI).set(database=name).render_as_string(hide_password=False)
-    work = tmp_path_factory.mktemp("grafana")
-    job = MonitoringJob.model_validate(
-        {
-            "current": {
-                "KIND": "StoreReader",
-                "uri": production_store,
-                "start": START.isoformat(),
-                "end": END.isoformat(),
-                "step": "7D",
-            },
-            "metrics_store_uri": uri,
-            "results_path": str(work / "monitoring.json"),
-            "report_path": str(work / "monitoring.html"),
-            "channels": [],
-            **services,
-        }
-    )
-    with job:
-        job.run()
-    engine = sa.create_engine(uri)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database("bikes_grafana") as uri:
+        work = tmp_path_factory.mktemp("grafana")
+        job = MonitoringJob.model_validate(
+            {
+                "current": {
+                    "KIND": "StoreReader",
+                    "uri": production_store,
+                    "start": START.isoformat(),
+                    "end": END.isoformat(),
+                    "step": "7D",
+                },
+                "metrics_store_uri": uri,
+                "results_path": str(work / "monitoring.json"),
+                "report_path": str(work / "monitoring.html"),
+                "channels": [],
+                **services,
+            }
+        )
+        with job:
+            job.run()
+        engine = sa.create_engine(uri)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _run(engine: sa.Engine, sql: str) -> tuple[list[str], list[tuple[T.Any, ...]]]:

@@ -5,29 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
 import typing as T
-import uuid
 from pathlib import Path
 
 import httpx
 import mlflow
 import pytest
-import sqlalchemy as sa
 import yaml
 
-from tests.conftest import POSTGRES_URI, REPO
+from tests.conftest import REPO, postgres_database
+from tests.serving.test_app import free_port
 
 COMPOSE = REPO / "docker" / "compose.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def local_command(command: list[str], values: dict[str, str]) -> list[str]:
@@ -38,20 +30,6 @@ def local_command(command: list[str], values: dict[str, str]) -> list[str]:
     return local
 
 
-@contextlib.contextmanager
-def fresh_database() -> T.Iterator[str]:
-    name = f"bikes_mlflow_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_URI, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(POSTGRES_URI).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> T.Iterator[str]:
     """``mlflow server`` exactly as compose runs it, on a free loopback port and a new database."""
@@ -60,7 +38,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> T.Iterator[str]:
     port = free_port()
     artifacts = tmp_path_factory.mktemp("mlartifacts")
     log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
-    with fresh_database() as backend:
+    with postgres_database("bikes_mlflow") as backend:
         command = local_command(
             service["command"],
             {
