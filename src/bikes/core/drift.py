@@ -113,13 +113,14 @@ class Detector:
         values = _finite(np.asarray(current), self.kind)
         if values.size == 0 or self.size == 0:
             return DriftResult(self.column, self.method, float("nan"), self.threshold, False)
+        counts: np.ndarray | None = None
         if self.kind == "numeric":
             values = np.sort(values)
             shares = self._binned(values)
-        else:
-            categories, counts = np.unique(values, return_counts=True)
-            shares = self._category_shares(categories, counts)
-        value = self._statistic(values, shares)
+        else:  # categories and counts, once: shares, chi-square and Z-test all use them
+            values, counts = np.unique(values, return_counts=True)
+            shares = self._category_shares(values, counts)
+        value = self._statistic(values, counts, shares)
         return DriftResult(
             self.column,
             self.method,
@@ -129,8 +130,11 @@ class Detector:
             shares,
         )
 
-    def _statistic(self, current: np.ndarray, observed: np.ndarray) -> float:
-        """``current`` is sorted for numeric columns; ``observed`` is its binned shares."""
+    def _statistic(
+        self, current: np.ndarray, counts: np.ndarray | None, observed: np.ndarray
+    ) -> float:
+        """``current``: the sorted values of a numeric column, or the distinct categories of
+        another, each with its ``counts``; ``observed``: its binned shares."""
         method = self.method
         if method == "ks":
             return float(stats.ks_2samp(self.sorted_reference, current).pvalue)
@@ -138,9 +142,11 @@ class Detector:
             raw = wasserstein_sorted(self.sorted_reference, current)
             return float(raw / self.std) if self.std > 0 else float(raw > 0)
         if method == "z":
-            return self._proportions_z_pvalue(current)
+            assert counts is not None
+            return self._proportions_z_pvalue(current, counts)
         if method == "chisquare":
-            return self._chisquare_pvalue(current)
+            assert counts is not None
+            return self._chisquare_pvalue(current, counts)
         expected = self.reference_shares
         if method == "jensenshannon":
             return float(distance.jensenshannon(expected, observed, base=2))
@@ -167,9 +173,8 @@ class Detector:
         np.add.at(binned, np.where(known, index, self.categories.size), counts)
         return _shares(binned)
 
-    def _chisquare_pvalue(self, current: np.ndarray) -> float:
+    def _chisquare_pvalue(self, keys: np.ndarray, counts: np.ndarray) -> float:
         """Chi-square test of homogeneity on the 2 x k table of category counts."""
-        keys, counts = np.unique(current, return_counts=True)
         union = np.union1d(self.categories, keys)
         table = np.zeros((2, union.size))
         table[0, np.searchsorted(union, self.categories)] = self.counts
@@ -179,11 +184,11 @@ class Detector:
             return 1.0
         return float(stats.chi2_contingency(table, correction=False).pvalue)
 
-    def _proportions_z_pvalue(self, current: np.ndarray) -> float:
+    def _proportions_z_pvalue(self, keys: np.ndarray, counts: np.ndarray) -> float:
         """Two-proportion Z-test on the share of the reference's most common value."""
         positive = self.categories[np.argmax(self.counts)]
-        n1, n2 = self.size, current.size
-        p1, p2 = self.counts.max() / n1, np.mean(current == positive)
+        n1, n2 = self.size, int(counts.sum())
+        p1, p2 = self.counts.max() / n1, counts[keys == positive].sum() / n2
         pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
         spread = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
         if spread == 0:

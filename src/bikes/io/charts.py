@@ -46,8 +46,8 @@ def histogram_svg(panel: Histogram) -> str:
         scale = np.ones(len(panel.reference))
     reference, current = panel.reference * scale, panel.current * scale
     top = float(max(reference.max(initial=0), current.max(initial=0))) or 1.0
-    x = _scale(edges[0], edges[-1], LEFT, WIDTH - RIGHT)
-    y = _scale(0.0, top * 1.05, HEIGHT - BOTTOM, TOP)
+    x = _Scale(edges[0], edges[-1], LEFT, WIDTH - RIGHT)
+    y = _Scale(0.0, top * 1.05, HEIGHT - BOTTOM, TOP)
 
     def steps(values: np.ndarray) -> list[tuple[float, float]]:
         points = [(x(edges[0]), y(0.0))]
@@ -81,8 +81,8 @@ def line_svg(
     width, height = 900, 220
     count = len(values)
     top = max([*values, baseline or 0.0]) * 1.1 or 1.0
-    x = _scale(-0.5, count - 0.5, 60, width - 10)
-    y = _scale(0.0, top, height - 30, 10)
+    x = _Scale(-0.5, count - 0.5, 60, width - 10)
+    y = _Scale(0.0, top, height - 30, 10)
     points = [(x(i), y(v)) for i, v in enumerate(values)]
     markers = "".join(
         f"<circle cx='{px:.1f}' cy='{py:.1f}' r='4' fill='{CURRENT_COLOUR}'>"
@@ -159,15 +159,11 @@ class _Scale:
     """A linear map from data to pixels."""
 
     def __init__(self, low: float, high: float, start: float, end: float) -> None:
-        span = high - low or 1.0
-        self.low, self.start, self.factor = low, start, (end - start) / span
+        span = float(high) - float(low) or 1.0
+        self.low, self.start, self.factor = float(low), start, (end - start) / span
 
     def __call__(self, value: float) -> float:
         return self.start + (float(value) - self.low) * self.factor
-
-
-def _scale(low: float, high: float, start: float, end: float) -> _Scale:
-    return _Scale(float(low), float(high), start, end)
 
 
 def _points(points: list[tuple[float, float]]) -> str:

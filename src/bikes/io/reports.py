@@ -99,10 +99,11 @@ def render(
         parts += ["<h2>Performance over time</h2>", chart]
     parts += ["<h2>Drift, latest window</h2>", _drift_table(last)]
     panels = []
+    verdicts = _drift_entries(last)
     for column, detector in detectors.items():
         if column not in latest_shares or not latest_shares[column].size:
             continue
-        verdict = _drift_entries(last).get(column, {})
+        verdict = verdicts.get(column, {})
         score = verdict.get("score")
         scored = "" if score is None else f" {score:.3g}"
         panels.append(
