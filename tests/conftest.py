@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import subprocess
+import sys
+import time
 import typing as T
 import uuid
 from pathlib import Path
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -88,6 +92,49 @@ def started(service: MlflowService) -> T.Iterator[MlflowService]:
         yield service
     finally:
         service.stop()
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without MLFLOW_* variables: a subprocess under test points
+    at the store its test chooses, whatever the caller's shell says."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+
+def new_workspace(directory: Path) -> Path:
+    """A working directory with the repo's configs and raw data, as a new user has."""
+    (directory / "data").mkdir()
+    (directory / "data" / "hour.csv").symlink_to(HOUR_CSV)
+    (directory / "confs").symlink_to(REPO / "confs")
+    return directory
+
+
+def run_bikes(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it: a fresh process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "bikes", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_until_up(
+    url: str, process: subprocess.Popen[T.Any], output: T.Callable[[], str], timeout: float
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, output()[-3000:]
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g} s"
+        time.sleep(0.2)
 
 
 POSTGRES_URI = os.environ.get(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import typing as T
@@ -14,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bikes import scripts
-from tests.conftest import REPO
+from tests.conftest import REPO, clean_environment, new_workspace, run_bikes
 
 
 def test_schema_lists_every_job_kind(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,27 +86,10 @@ def test_job_input_error_exits_2(
     assert "none.parquet: parquet file not found" in capsys.readouterr().err
 
 
-def _bikes(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bikes", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A fresh working directory with the repo's configs and data, as a new user has."""
-    directory = tmp_path_factory.mktemp("workspace")
-    (directory / "data").mkdir()
-    (directory / "data" / "hour.csv").symlink_to(REPO / "data" / "hour.csv")
-    (directory / "confs").symlink_to(REPO / "confs")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return directory, env
+    return new_workspace(tmp_path_factory.mktemp("workspace")), clean_environment()
 
 
 def test_cli_end_to_end_in_subprocesses(workspace: tuple[Path, dict[str, str]]) -> None:
@@ -119,7 +101,7 @@ def test_cli_end_to_end_in_subprocesses(workspace: tuple[Path, dict[str, str]]) 
         ["confs/inference.yaml"],
     ]
     for step in steps:
-        done = _bikes(step, cwd, env)
+        done = run_bikes(step, cwd, env)
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
     predictions = pd.read_parquet(cwd / "outputs" / "predictions.parquet")
@@ -128,18 +110,18 @@ def test_cli_end_to_end_in_subprocesses(workspace: tuple[Path, dict[str, str]]) 
     assert (cwd / "mlflow.db").is_file()
     assert any((cwd / "mlartifacts").iterdir())
     # A worse challenger: the gate exits 3 (CI stops), and promotion refuses it too.
-    assert _bikes(["confs/examples/shallow-forest.yaml"], cwd, env).returncode == 0
-    blocked = _bikes(["confs/evaluations.yaml", "-e", "job.bootstrap.resamples=20"], cwd, env)
+    assert run_bikes(["confs/examples/shallow-forest.yaml"], cwd, env).returncode == 0
+    blocked = run_bikes(["confs/evaluations.yaml", "-e", "job.bootstrap.resamples=20"], cwd, env)
     assert blocked.returncode == 3, blocked.stderr
     assert "bikes: gate failed: candidate models:/bikes/2 blocked" in blocked.stderr
-    refused = _bikes(["confs/promotion.yaml"], cwd, env)
+    refused = run_bikes(["confs/promotion.yaml"], cwd, env)
     assert refused.returncode == 2
     assert "validation_status is failed" in refused.stderr
 
 
 def test_cli_exit_codes_in_subprocesses(workspace: tuple[Path, dict[str, str]]) -> None:
     cwd, env = workspace
-    bad = _bikes(["confs/training.yaml", "-e", "job.inputs.path=missing.parquet"], cwd, env)
+    bad = run_bikes(["confs/training.yaml", "-e", "job.inputs.path=missing.parquet"], cwd, env)
     assert bad.returncode == 2
     assert (
         bad.stderr.strip().splitlines()[-1]

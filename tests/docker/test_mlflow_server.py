@@ -3,11 +3,8 @@ jobs (training, the evaluations gate, monitoring) talking to it over HTTP."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
 import sys
-import time
 import typing as T
 from pathlib import Path
 
@@ -16,7 +13,14 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import REPO, postgres_database
+from tests.conftest import (
+    REPO,
+    clean_environment,
+    new_workspace,
+    postgres_database,
+    run_bikes,
+    wait_until_up,
+)
 from tests.serving.test_app import free_port
 
 COMPOSE = REPO / "docker" / "compose.yaml"
@@ -56,18 +60,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> T.Iterator[str]:
                 [sys.executable, "-m", "mlflow", *command],
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+                env=clean_environment(),
             )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 180
-            while True:
-                assert server.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, "mlflow server did not start in 180 s"
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                time.sleep(1)
+            wait_until_up(f"{url}/health", server, log.read_text, timeout=180)
             yield url
         finally:
             server.terminate()
@@ -75,19 +72,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> T.Iterator[str]:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-
-
-def _bikes(args: list[str], cwd: Path, server: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bikes", *args],
-        cwd=cwd,
-        env={**env, "MLFLOW_TRACKING_URI": server},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def test_the_server_accepts_the_compose_host_names_only(mlflow_server: str) -> None:
@@ -100,9 +84,8 @@ def test_the_server_accepts_the_compose_host_names_only(mlflow_server: str) -> N
 
 
 def test_training_gate_and_monitoring_over_http(mlflow_server: str, tmp_path: Path) -> None:
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "hour.csv").symlink_to(REPO / "data" / "hour.csv")
-    (tmp_path / "confs").symlink_to(REPO / "confs")
+    new_workspace(tmp_path)
+    env = {**clean_environment(), "MLFLOW_TRACKING_URI": mlflow_server}
     monitoring = tmp_path / "monitoring.yaml"
     monitoring.write_text(
         "job:\n"
@@ -117,7 +100,7 @@ def test_training_gate_and_monitoring_over_http(mlflow_server: str, tmp_path: Pa
         [str(monitoring)],
     ]
     for step in steps:
-        done = _bikes(step, tmp_path, mlflow_server)
+        done = run_bikes(step, tmp_path, env)
         assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
     assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
     client = mlflow.MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)

@@ -22,7 +22,7 @@ from bikes.io.capture import CaptureWriter
 from bikes.io.store import Store
 from bikes.serving.app import create_app
 from bikes.serving.models import ModelSlot
-from tests.conftest import REPO, started
+from tests.conftest import REPO, started, wait_until_up
 from tests.serving.test_app import _records, free_port, serving
 
 DOCKER = REPO / "docker"
@@ -94,15 +94,9 @@ def prometheus_scraping(target: str, work: Path) -> T.Iterator[httpx.Client]:
         env={k: v for k, v in os.environ.items() if not k.startswith(("http_", "HTTP"))},
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, (work / "prometheus.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "prometheus did not start"
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/-/ready").status_code == 200:
-                        break
-                time.sleep(0.2)
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{base}/-/ready", process, (work / "prometheus.log").read_text, timeout=60)
+        with httpx.Client(base_url=base, timeout=10) as client:
             yield client
     finally:
         process.terminate()

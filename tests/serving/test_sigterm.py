@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import httpx
 import pandas as pd
 
 from bikes.io.store import Store
-from tests.conftest import REPO
+from tests.conftest import REPO, clean_environment, wait_until_up
 from tests.serving.test_app import _records, free_port
 
 
@@ -43,21 +42,15 @@ def test_sigterm_under_load_loses_no_acknowledged_row(
         "-e",
         "job.batch_size=100000",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     server = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        env=clean_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert server.poll() is None, server.communicate()[1]
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.2)
+    wait_until_up(f"{base}/health", server, lambda: server.communicate()[1], timeout=120)
 
     acknowledged: list[str] = []
     lock = threading.Lock()
