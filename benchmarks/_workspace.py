@@ -17,7 +17,9 @@ def clean_environment() -> dict[str, str]:
 
 
 def prepare(directory: Path, env: dict[str, str]) -> Path:
-    """Link the raw CSV in and derive the splits; returns the splits directory."""
+    """Link the raw CSV and the configs in (configs name the contract by a relative path,
+    as a user's do) and derive the splits; returns the splits directory."""
+    (directory / "confs").symlink_to(REPO / "confs")
     (directory / "data").mkdir()
     (directory / "data" / "hour.csv").symlink_to(REPO / "data" / "hour.csv")
     bikes(["confs/data.yaml"], directory, env)

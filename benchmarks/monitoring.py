@@ -10,6 +10,11 @@ from a separate environment because Evidently needs pandas < 3:
         evidently pyarrow "pandas<3"
     uv run python benchmarks/monitoring.py --rows 100000 1000000 --repeat 3
 
+``--task classification`` adds a binary label, the model's class and its score (so the job
+also computes prediction, score and target drift and accuracy, precision, recall, F1, ROC AUC
+and log loss on both tables, and the scipy script the same with sklearn) and makes ``c0`` a
+text column.
+
 The job runs once untimed first, so its MLflow store exists as it does in any deployment.
 Cases alternate within each repeat; prints the median wall time, the peak memory (max RSS)
 and ratios against the scipy script.
@@ -42,13 +47,23 @@ reference, current = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
 scores = {}
 for column in reference.columns:
     r, c = reference[column].to_numpy(), current[column].to_numpy()
-    if column.startswith("n"):
+    if column.startswith(("n", "p_")):
         scores[column] = stats.wasserstein_distance(r, c) / np.std(r)
     else:
         keys = np.union1d(np.unique(r), np.unique(c))
         p = np.array([np.mean(r == k) for k in keys]); q = np.array([np.mean(c == k) for k in keys])
         scores[column] = distance.jensenshannon(p, q, base=2)
 print(sum(score >= 0.1 for score in scores.values()))
+if "label" in reference.columns:
+    from sklearn import metrics
+    for frame in (reference, current):
+        truth, predicted, score = frame["label"], frame["prediction"], frame["p_yes"]
+        print(metrics.accuracy_score(truth, predicted),
+              metrics.precision_score(truth, predicted, pos_label="yes"),
+              metrics.recall_score(truth, predicted, pos_label="yes"),
+              metrics.f1_score(truth, predicted, pos_label="yes"),
+              metrics.roc_auc_score(truth == "yes", score),
+              metrics.log_loss(truth, np.column_stack([1 - score, score]), labels=["no", "yes"]))
 """
 
 EVIDENTLY_SCRIPT = """
@@ -71,8 +86,9 @@ print(elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
-def write_data(directory: Path, rows: int) -> tuple[Path, Path]:
+def write_data(directory: Path, rows: int, task: str) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefgh"), dtype=object)
 
     def frame(shift: bool) -> pd.DataFrame:
         data = {}
@@ -81,6 +97,12 @@ def write_data(directory: Path, rows: int) -> tuple[Path, Path]:
         for i, name in enumerate(CATEGORICAL):
             weights = np.linspace(1, 2, 8) if shift and i == 0 else np.ones(8)
             data[name] = rng.choice(8, size=rows, p=weights / weights.sum())
+        if task == "classification":
+            data["c0"] = letters[data["c0"]]  # a text feature
+            score = 1 / (1 + np.exp(-(data["n0"] - 10)))
+            data["p_yes"] = score
+            data["prediction"] = np.where(score > 0.5, "yes", "no").astype(object)
+            data["label"] = np.where(rng.random(rows) < score, "yes", "no").astype(object)
         return pd.DataFrame(data)
 
     reference, current = directory / "reference.parquet", directory / "current.parquet"
@@ -109,25 +131,32 @@ def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     cli.add_argument("--repeat", type=int, default=3)
+    cli.add_argument("--task", choices=["regression", "classification"], default="regression")
     cli.add_argument(
         "--evidently-python", default=str(REPO / ".bench-evidently" / "bin" / "python")
     )
     args = cli.parse_args()
     evidently = Path(args.evidently_python)
-    print(f"{'rows':>9} {'case':<28} {'seconds':>8} {'peak MB':>8} {'ratio':>6}")
+    print(f"{args.task}\n{'rows':>9} {'case':<28} {'seconds':>8} {'peak MB':>8} {'ratio':>6}")
     for rows in args.rows:
         with tempfile.TemporaryDirectory() as directory:
             work = Path(directory)
-            reference, current = write_data(work, rows)
+            reference, current = write_data(work, rows, args.task)
             config = work / "monitoring.yaml"
+            contract: dict[str, object] = {
+                "features": [{"name": n} for n in NUMERIC]
+                + [{"name": c, "kind": "categorical"} for c in CATEGORICAL]
+            }
+            if args.task == "classification":
+                contract |= {"task": "classification", "target": "label", "score": "p_yes"}
             config.write_text(
                 json.dumps(
                     {
                         "job": {
                             "KIND": "MonitoringJob",
+                            "contract": contract,
                             "reference": {"KIND": "ParquetReader", "path": str(reference)},
                             "current": {"KIND": "ParquetReader", "path": str(current)},
-                            "columns": NUMERIC + CATEGORICAL,
                             "results_path": str(work / "monitoring.json"),
                             "report_path": str(work / "monitoring.html"),
                             "channels": [],

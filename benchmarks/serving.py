@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from _workspace import REPO, bikes, clean_environment, prepare
-from bikes.core import schemas
+from bikes.io.contracts import load_contract
 from bikes.io.store import Store
 
 
@@ -106,8 +106,10 @@ def main() -> None:
             env,
         )
         frame = pd.read_parquet(test)
-        rows = frame.loc[:, [schemas.TIMESTAMP, *schemas.FEATURE_NAMES]].copy()
-        rows[schemas.TIMESTAMP] = rows[schemas.TIMESTAMP].dt.strftime("%Y-%m-%dT%H:%M:%S")
+        contract = load_contract(str(REPO / "confs" / "bikes-contract.yaml"))
+        timestamp = str(contract.timestamp)
+        rows = frame.loc[:, [timestamp, *contract.feature_names]].copy()
+        rows[timestamp] = rows[timestamp].dt.strftime("%Y-%m-%dT%H:%M:%S")
         records = rows.to_dict(orient="records")
         servers = {capture: start_server(work, env, capture) for capture in (True, False)}
         acknowledged_with_capture = 0

@@ -20,9 +20,11 @@ BARE_SCRIPT = """
 import sys
 import pandas as pd
 from bikes.core.models import GradientBoostingConfig
-from bikes.core.schemas import TARGET, features_of
+from bikes.io.contracts import load_contract
+contract = load_contract("confs/bikes-contract.yaml")
 frame = pd.read_parquet(sys.argv[1])
-GradientBoostingConfig().pipeline().fit(features_of(frame), frame[TARGET])
+model = GradientBoostingConfig(log_target=True).pipeline(contract)
+model.fit(frame[contract.feature_names], frame[contract.target])
 """
 
 

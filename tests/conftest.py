@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bikes.core import schemas
 from bikes.io.services import LoggerService, MlflowService
 from bikes.jobs.data import DataJob
 from bikes.jobs.promotion import PromotionJob
@@ -26,14 +25,18 @@ from bikes.jobs.training import TrainingJob
 
 REPO = Path(__file__).resolve().parents[1]
 HOUR_CSV = REPO / "data" / "hour.csv"
-FAST_MODEL = {"KIND": "HistGradientBoostingRegressor", "max_iter": 60}
+BIKES_CONTRACT = REPO / "confs" / "bikes-contract.yaml"
+GIBRALTAR_CONTRACT = REPO / "confs" / "examples" / "gibraltar-contract.yaml"
+FAST_MODEL = {"KIND": "HistGradientBoosting", "max_iter": 60, "log_target": True}
 
 
 @pytest.fixture(scope="session")
 def splits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default train/test/production parquet splits, derived once from the real CSV."""
     directory = tmp_path_factory.mktemp("splits")
-    with DataJob(source=str(HOUR_CSV), output_dir=str(directory)) as job:
+    with DataJob.model_validate(
+        {"source": str(HOUR_CSV), "contract": str(BIKES_CONTRACT), "output_dir": str(directory)}
+    ) as job:
         job.run()
     return directory
 
@@ -72,6 +75,7 @@ def champion(splits_dir: Path, services: dict[str, T.Any]) -> dict[str, T.Any]:
     training = TrainingJob.model_validate(
         {
             "inputs": {"path": str(splits_dir / "train.parquet")},
+            "contract": str(BIKES_CONTRACT),
             "model": FAST_MODEL,
             **services,
         }
@@ -82,6 +86,101 @@ def champion(splits_dir: Path, services: dict[str, T.Any]) -> dict[str, T.Any]:
     with PromotionJob(version=int(trained["model_version"]), force=True, **services) as job:
         job.run()
     return trained
+
+
+@pytest.fixture(scope="session")
+def gibraltar_splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The second example's train/test/production parquet (a classification, not bikes)."""
+    from bikes.examples import gibraltar
+
+    directory = tmp_path_factory.mktemp("gibraltar")
+    gibraltar.write_splits(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def classifier(gibraltar_splits: Path, services: dict[str, T.Any]) -> dict[str, T.Any]:
+    """A classifier with a string feature and a text label, registered as `weather`,
+    @champion: trained once per session from the contract alone."""
+    training = TrainingJob.model_validate(
+        {
+            "inputs": {"path": str(gibraltar_splits / "train.parquet")},
+            "contract": str(GIBRALTAR_CONTRACT),
+            "model": {"max_iter": 40},
+            "registered_model": "weather",
+            "run_name": "training-weather",
+            **services,
+        }
+    )
+    with training as job:
+        trained = job.run()
+    promotion = PromotionJob.model_validate(
+        {
+            "registered_model": "weather",
+            "version": int(trained["model_version"]),
+            "force": True,
+            **services,
+        }
+    )
+    with promotion as job:
+        job.run()
+    return trained
+
+
+@pytest.fixture(scope="session")
+def foreign_regressor(
+    services: dict[str, T.Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, T.Any]:
+    """A regression model bikes did not train: a make_regression table with a string column,
+    fitted by plain scikit-learn, logged by MLflow and registered as `sales-forecast`
+    @champion. No bikes tags: no contract, no reference data. Its tables are written beside:
+    `train` (with the model's own predictions, for a monitoring reference), `test` and
+    `production` (the last third, with a shift in `a`)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import make_regression
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    x, y = make_regression(n_samples=1500, n_features=3, noise=10.0, random_state=7)
+    shops = np.random.default_rng(7).choice(["north", "south", "east"], size=len(y))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(shop=shops)
+    frame["sales"] = y + np.where(shops == "north", 25.0, 0.0)
+    frame["day"] = pd.date_range("2024-01-01", periods=len(frame), freq="h")
+    features = ["a", "b", "c", "shop"]
+    train, test, production = frame.iloc[:900], frame.iloc[900:1200], frame.iloc[1200:].copy()
+    production["a"] = production["a"] + 1.5  # the world moved
+    model = Pipeline(
+        [
+            (
+                "encode",
+                ColumnTransformer(
+                    [("shop", OneHotEncoder(handle_unknown="ignore"), ["shop"])],
+                    remainder="passthrough",
+                ),
+            ),
+            ("ridge", Ridge()),
+        ]
+    ).fit(train[features], train["sales"])
+    directory = tmp_path_factory.mktemp("foreign")
+    reference = train.assign(prediction=model.predict(train[features]))
+    paths = {"train": directory / "train.parquet"}
+    reference.to_parquet(paths["train"])
+    for name, part in (("test", test), ("production", production)):
+        paths[name] = directory / f"{name}.parquet"
+        part.reset_index(drop=True).to_parquet(paths[name])
+    with started(services["mlflow_service"]) as service, mlflow.start_run(run_name="elsewhere"):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=mlflow.models.infer_signature(
+                train[features], model.predict(train[features])
+            ),
+            registered_model_name="sales-forecast",
+        )
+        version = str(info.registered_model_version)
+        service.client().set_registered_model_alias("sales-forecast", "champion", version)
+    return {"name": "sales-forecast", "version": version, "paths": paths}
 
 
 @contextlib.contextmanager
@@ -143,15 +242,21 @@ POSTGRES_URI = os.environ.get(
 
 
 @contextlib.contextmanager
-def postgres_store() -> T.Iterator[T.Any]:
-    """A Store on the machine's real PostgreSQL, in a schema of the test's own, dropped after."""
+def postgres_store(create: bool = True) -> T.Iterator[T.Any]:
+    """A Store on the machine's real PostgreSQL, in a schema of the test's own, dropped after.
+
+    ``create=False``: the schema only, without the store's tables."""
     import sqlalchemy as sa
 
     from bikes.io.store import Store
 
     schema = f"bikes_test_{uuid.uuid4().hex[:12]}"
     store = Store(POSTGRES_URI, schema=schema)
-    store.create()
+    if create:
+        store.create()
+    else:
+        with store.engine.begin() as connection:
+            connection.execute(sa.schema.CreateSchema(schema))
     try:
         yield store
     finally:
@@ -199,41 +304,46 @@ def production_store(
     splits_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
-    """The production split as the service would have captured it, 80% labelled."""
-    frame = pd.read_parquet(splits_dir / "production.parquet")
-    with started(services["mlflow_service"]):
-        model = mlflow.pyfunc.load_model(f"models:/bikes/{champion['model_version']}")
-    predictions = model.predict(schemas.features_of(frame))
-    uri = f"sqlite:///{tmp_path_factory.mktemp('monitoring') / 'predictions.db'}"
+    """The production split as the service would have captured it (model_name bikes), 80%
+    labelled."""
+    from bikes.io.contracts import load_contract
     from bikes.io.store import Store
 
+    contract = load_contract(str(BIKES_CONTRACT))
+    timestamp, target = str(contract.timestamp), str(contract.target)
+    frame = pd.read_parquet(splits_dir / "production.parquet")
+    features = frame.loc[:, contract.feature_names]
+    with started(services["mlflow_service"]):
+        model = mlflow.pyfunc.load_model(f"models:/bikes/{champion['model_version']}")
+    predictions = np.asarray(model.predict(features), dtype=float).tolist()
+    uri = f"sqlite:///{tmp_path_factory.mktemp('monitoring') / 'predictions.db'}"
     store = Store(uri)
     store.create()
     ids = [uuid.uuid4().hex for _ in range(len(frame))]
-    rows = schemas.features_of(frame).to_dict(orient="records")
+    events = frame[timestamp].dt.to_pydatetime().tolist()
     store.write_predictions(
         [
             {
-                **row,
                 "prediction_id": ids[i],
-                "event_time": frame[schemas.TIMESTAMP].iloc[i].to_pydatetime(),
-                "received_time": frame[schemas.TIMESTAMP].iloc[i].to_pydatetime()
-                + dt.timedelta(seconds=1),
+                "event_time": events[i],
+                "received_time": events[i] + dt.timedelta(seconds=1),
                 "model_name": "bikes",
                 "model_version": champion["model_version"],
                 "latency_ms": 5.0 + (i % 10),
-                "prediction": float(predictions[i]),
+                "inputs": inputs,
+                "prediction": predictions[i],
             }
-            for i, row in enumerate(rows)
+            for i, inputs in enumerate(features.to_dict(orient="records"))
         ]
     )
     labelled = np.random.default_rng(0).random(len(frame)) < 0.8
+    targets = frame[target].astype(float).tolist()
     store.write_labels(
         [
             {
                 "prediction_id": ids[i],
                 "label_time": dt.datetime(2013, 1, 1),
-                "target": float(frame[schemas.TARGET].iloc[i]),
+                "target": targets[i],
             }
             for i in np.flatnonzero(labelled)
         ]

@@ -58,6 +58,22 @@ def test_no_config_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
         ),
         ("job:\n  KIND: TrainingJob\n  inputs: {}\n", [], "job.inputs.path: Field required"),
         ("jobs: {}\n", [], "job: Field required"),
+        ("job:\n  KIND: TrainingJob\n", [], "job.contract: Field required"),
+        (
+            "job:\n  KIND: TrainingJob\n  contract: {task: regresion, target: y}\n",
+            [],
+            "job.contract.task: Input should be 'regression' or 'classification'",
+        ),
+        (
+            "job:\n  KIND: TrainingJob\n  contract: {target: y, colour: red}\n",
+            [],
+            "job.contract.colour: Extra inputs are not permitted",
+        ),
+        (
+            "job:\n  KIND: TrainingJob\n  contract: no/such/contract.yaml\n",
+            [],
+            "no/such/contract.yaml: config file not found",
+        ),
     ],
 )
 def test_config_errors_name_the_key(
@@ -79,7 +95,10 @@ def test_job_input_error_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], services: dict[str, T.Any]
 ) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"job:\n  KIND: TrainingJob\n  inputs: {{path: {tmp_path}/none.parquet}}\n")
+    config.write_text(
+        f"job:\n  KIND: TrainingJob\n  inputs: {{path: {tmp_path}/none.parquet}}\n"
+        f"  contract: {{target: cnt}}\n"
+    )
     tracking = services["mlflow_service"].tracking_uri
     argv = [str(config), "-e", f"job.mlflow_service.tracking_uri={tracking}"]
     assert scripts.main(argv) == scripts.EXIT_INPUT
@@ -144,6 +163,7 @@ def test_mlflow_run_entry_point(workspace: tuple[Path, dict[str, str]], tmp_path
     config = tmp_path / "training.yaml"
     config.write_text(
         f"job:\n  KIND: TrainingJob\n  inputs: {{path: {splits}}}\n  model: {{max_iter: 30}}\n"
+        f"  contract: {REPO / 'confs' / 'bikes-contract.yaml'}\n"
     )
     done = subprocess.run(
         [

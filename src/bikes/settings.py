@@ -59,7 +59,10 @@ def settings_for(kind: str | None = None) -> type[Settings]:
         else T.Annotated[T.Union[classes], pdt.Field(discriminator="KIND")]  # noqa: UP007
     )
     model: type[Settings] = pdt.create_model(
-        "MainSettings", __base__=Settings, __doc__=Settings.__doc__, job=(job, ...)
+        "MainSettings",
+        __base__=Settings,
+        __doc__=Settings.__doc__,
+        job=(job, pdt.Field(description="The job to run; its KIND picks which.")),
     )
     return model
 

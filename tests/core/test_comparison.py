@@ -14,7 +14,7 @@ from bikes.core.comparison import (
     segments,
     slice_table,
 )
-from bikes.core.metrics import SklearnMetric
+from bikes.core.metrics import Labels, SklearnMetric
 
 RMSE = SklearnMetric(name="root_mean_squared_error")
 R2 = SklearnMetric(name="r2_score")
@@ -89,7 +89,9 @@ def _frame(size: int = 400) -> pd.DataFrame:
 
 def test_segments_cover_values_and_hour_bands() -> None:
     frame = _frame()
-    slicing = Slicing(columns=["workingday"], hour_bands={"rush": HourBand(first=17, last=18)})
+    slicing = Slicing(
+        columns=["workingday"], hour_column="hr", hour_bands={"rush": HourBand(first=17, last=18)}
+    )
     found = {(column, value): int(mask.sum()) for column, value, mask in segments(frame, slicing)}
     assert found == {
         ("workingday", "0"): int((frame["workingday"] == 0).sum()),
@@ -110,6 +112,7 @@ def test_a_segment_regression_fails_even_when_the_average_improves() -> None:
     assert RMSE.score(truth, candidate) < RMSE.score(truth, baseline)
     slicing = Slicing(
         columns=[],
+        hour_column="hr",
         hour_bands={"rush": HourBand(first=17, last=18), "rest": HourBand(first=0, last=16)},
         max_relative_regression=0.25,
     )
@@ -135,3 +138,75 @@ def test_small_segments_and_report_only_never_fail() -> None:
     assert set(report_only["verdict"]) == {"passed"}
     no_baseline = slice_table(frame, truth, truth + 5, None, RMSE, slicing)
     assert no_baseline["baseline"].isna().all()
+
+
+def test_hour_bands_need_an_hour_column_and_columns_default_to_the_contracts() -> None:
+    frame = _frame(48)
+    assert [column for column, _, _ in segments(frame, Slicing())] == []
+    resolved = Slicing().resolved(["workingday"], "r2_score")
+    assert (resolved.columns, resolved.metric) == (["workingday"], "r2_score")
+    assert Slicing(columns=[]).resolved(["workingday"], "r2_score").columns == []
+    assert Slicing(columns=["a"], hour_column="hr").needed_columns == ["a", "hr"]
+
+
+def test_interval_on_classifier_scores_matches_scipy_on_the_same_resamples() -> None:
+    """ROC AUC of two models' scores: rows resampled whole, labels kept as text."""
+    rng = np.random.default_rng(8)
+    truth = rng.choice(["churn", "stay"], 600)
+    signal = (truth == "churn").astype(float)
+    candidate = signal * 0.4 + rng.random(600) * 0.6
+    baseline = signal * 0.3 + rng.random(600) * 0.7
+    labels = Labels.of(["churn", "stay"], "churn")
+    auc = SklearnMetric(name="roc_auc_score")
+    interval = paired_difference_interval(
+        auc, truth, candidate, baseline, Bootstrap(resamples=200, seed=3), labels
+    )
+
+    def difference(t: np.ndarray, c: np.ndarray, b: np.ndarray) -> float:
+        return metrics.roc_auc_score(t, c) - metrics.roc_auc_score(t, b)
+
+    churn = (truth == "churn").astype(float)  # scipy resamples numbers only
+    reference = stats.bootstrap(
+        (churn, candidate, baseline),
+        difference,
+        paired=True,
+        vectorized=False,
+        n_resamples=200,
+        method="percentile",
+        rng=np.random.default_rng(3),
+    ).confidence_interval
+    assert (interval.low, interval.high) == pytest.approx((reference.low, reference.high))
+    assert interval.difference == pytest.approx(difference(churn, candidate, baseline))
+    assert interval.better_beyond_noise(higher_is_better=True)
+
+
+def test_multiclass_scores_are_resampled_as_whole_rows() -> None:
+    rng = np.random.default_rng(9)
+    truth = rng.integers(0, 3, 300)
+    good = np.eye(3)[truth] * 0.5 + rng.random((300, 3))
+    good /= good.sum(axis=1, keepdims=True)
+    flat = np.full((300, 3), 1 / 3)
+    labels = Labels.of([0, 1, 2])
+    loss = SklearnMetric(name="log_loss")
+    interval = paired_difference_interval(loss, truth, good, flat, Bootstrap(resamples=50), labels)
+    assert interval.difference == pytest.approx(
+        metrics.log_loss(truth, good) - metrics.log_loss(truth, flat)
+    )
+    assert interval.better_beyond_noise(higher_is_better=False)
+
+
+def test_slices_of_a_classifier_leave_undefined_segments_empty() -> None:
+    frame = pd.DataFrame({"region": ["north"] * 40 + ["south"] * 40})
+    truth = np.array([0, 1] * 20 + [1] * 40)  # the south holds one class only
+    scores = np.linspace(0, 1, 80)
+    auc = SklearnMetric(name="roc_auc_score")
+    table = slice_table(
+        frame, truth, scores, scores[::-1], auc, Slicing(columns=["region"]), Labels.of([0, 1])
+    ).set_index("value")
+    south = table.loc["south"]
+    assert south["candidate"] is None or np.isnan(south["candidate"])
+    assert south["verdict"] == "passed"
+    north = (frame["region"] == "north").to_numpy()
+    assert table.loc["north", "candidate"] == pytest.approx(
+        metrics.roc_auc_score(truth[north], scores[north])
+    )

@@ -118,3 +118,32 @@ def test_wasserstein_on_sorted_samples_equals_scipy(rng: np.random.Generator) ->
         assert wasserstein_sorted(np.sort(u), np.sort(v)) == pytest.approx(
             stats.wasserstein_distance(u, v), rel=1e-12
         )
+
+
+def test_text_categories_drift_like_numbers(rng: np.random.Generator) -> None:
+    """Categories that are strings: chi-square (small reference) and Jensen-Shannon (large)
+    on their counts equal scipy's; a shifted mix is flagged, a resample of the same is not."""
+    colours = np.array(["blue", "green", "red"], dtype=object)
+    reference = rng.choice(colours, 800, p=[0.5, 0.3, 0.2])
+    same = rng.choice(colours, 600, p=[0.5, 0.3, 0.2])
+    shifted = rng.choice(colours, 600, p=[0.2, 0.3, 0.5])
+    detector = Detector("colour", reference, "categorical")
+    for current in (same, shifted):
+        table = [[np.sum(s == c) for c in colours] for s in (reference, current)]
+        assert detector.score(current).score == pytest.approx(
+            stats.chi2_contingency(table, correction=False).pvalue
+        )
+    assert not detector.score(same).drift
+    assert detector.score(shifted).drift
+    big_reference = rng.choice(colours, 20_000, p=[0.5, 0.3, 0.2])
+    big_shifted = np.append(rng.choice(colours, 19_000, p=[0.3, 0.3, 0.4]), ["purple"] * 1000)
+    large = Detector("colour", big_reference, "categorical")
+    p = np.array([np.mean(big_reference == c) for c in colours] + [0.0])
+    q = np.array([np.mean(big_shifted == c) for c in colours] + [0.05])  # purple: unseen
+    result = large.score(big_shifted)
+    assert result.method == "jensenshannon"
+    assert result.score == pytest.approx(distance.jensenshannon(p, q, base=2))
+    assert result.drift
+    assert not large.score(rng.choice(colours, 20_000, p=[0.5, 0.3, 0.2])).drift
+    missing = np.array(["red", None, np.nan, "blue"], dtype=object)  # nulls are not categories
+    assert Detector("colour", reference, "categorical").score(missing).shares.sum() == 1.0

@@ -22,6 +22,7 @@ def test_ranges_are_inclusive_of_whole_days() -> None:
             "b": DateRange(start=dt.date(2011, 1, 3), end=dt.date(2011, 1, 4)),
             "a": DateRange(start=dt.date(2011, 1, 1), end=dt.date(2011, 1, 2)),
         },
+        "timestamp",
     )
     assert list(parts) == ["a", "b"]
     assert len(parts["a"]) == len(parts["b"]) == 48
@@ -36,6 +37,7 @@ def test_overlapping_ranges_name_the_split() -> None:
                 "a": DateRange(start=dt.date(2011, 1, 1), end=dt.date(2011, 1, 2)),
                 "b": DateRange(start=dt.date(2011, 1, 2), end=dt.date(2011, 1, 3)),
             },
+            "timestamp",
         )
 
 
@@ -44,6 +46,7 @@ def test_empty_range_says_what_the_data_covers() -> None:
         split_by_time(
             _hours("2011-01-01", 24),
             {"late": DateRange(start=dt.date(2013, 1, 1), end=dt.date(2013, 2, 1))},
+            "timestamp",
         )
 
 

@@ -77,9 +77,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> T.Iterator[str]:
 def test_the_server_accepts_the_compose_host_names_only(mlflow_server: str) -> None:
     port = mlflow_server.rsplit(":", 1)[1]
     api = f"{mlflow_server}/api/2.0/mlflow/experiments/search?max_results=1"
-    inside = httpx.get(api, headers={"Host": f"mlflow:{port}"})
+    # A loaded machine can keep a fresh server busy for seconds: never the client's default 5 s.
+    inside = httpx.get(api, headers={"Host": f"mlflow:{port}"}, timeout=60)
     assert inside.status_code == 200  # the service and scheduler call http://mlflow:5000
-    rebinding = httpx.get(api, headers={"Host": f"attacker.example:{port}"})
+    rebinding = httpx.get(api, headers={"Host": f"attacker.example:{port}"}, timeout=60)
     assert rebinding.status_code in (400, 403)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import glob
+import json
 import shutil
 import subprocess
 import tempfile
@@ -16,7 +17,7 @@ import pytest
 
 from bikes.io.capture import CaptureFullError, CaptureWriter
 from bikes.io.store import Store
-from tests.io.test_store import _row
+from tests.io.test_store import BIKE_INPUTS, _rejected, _row
 from tests.serving.test_app import free_port
 
 
@@ -131,24 +132,29 @@ def test_an_outage_spools_then_replays_without_loss_or_duplicates(tmp_path: Path
 
         stop()  # the database goes away mid-run
         writer.submit(during)
+        rejected = [_rejected(dt.datetime(2012, 9, 2), hr=99) for _ in range(7)]
+        writer.submit_rejected(rejected)  # rejected rows take the same road
         assert writer.flush()
         assert writer.degraded
-        assert writer.pending == 150
+        assert writer.pending == 157
         assert spool.is_file()
         writer.submit(after[:40])  # rows keep their order behind the spooled ones
         assert writer.flush()
-        assert writer.pending == 190
+        assert writer.pending == 197
 
         start()
         _wait(lambda: not writer.degraded)
         writer.submit(after[40:])
         writer.stop()
         stored = store.read()
+        recorded = store.read_rejected()
     sent = [row["prediction_id"] for row in before + during + after]
     assert len(stored) == len(set(stored["prediction_id"])) == 350
     assert set(stored["prediction_id"]) == set(sent)
+    assert list(stored["hr"]) == [0] * 350  # inputs survived the spool's JSON
+    assert list(recorded["hr"]) == [99] * 7
     assert not spool.exists()
-    assert writer.written == 350
+    assert (writer.written, writer.written_rejected) == (350, 7)
 
 
 def test_rows_left_in_the_spool_are_replayed_at_the_next_start(tmp_path: Path) -> None:
@@ -168,3 +174,30 @@ def test_rows_left_in_the_spool_are_replayed_at_the_next_start(tmp_path: Path) -
     _wait(lambda: not again.degraded)
     again.stop()
     assert sorted(store.read()["prediction_id"]) == sorted(r["prediction_id"] for r in rows)
+
+
+def test_a_spool_of_an_older_bikes_is_replayed_into_the_new_layout(tmp_path: Path) -> None:
+    """Lines spooled before the upgrade (one key per feature, no inputs) are not stuck."""
+    spool = tmp_path / "spool.jsonl"
+    old = {
+        "prediction_id": "a" * 32,
+        "event_time": "2012-09-05T10:00:00",
+        "received_time": "2026-01-01T00:00:00",
+        "model_name": "bikes",
+        "model_version": "3",
+        "latency_ms": 4.0,
+        "prediction": 120.5,
+        **BIKE_INPUTS,
+    }
+    spool.write_text(json.dumps(old) + "\n")
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    store.create()
+    writer = CaptureWriter(store, spool, flush_interval=0.05, retry_interval=0.1)
+    writer.start()
+    _wait(lambda: not writer.degraded)
+    writer.stop()
+    stored = store.read()
+    assert list(stored["prediction_id"]) == ["a" * 32]
+    assert stored.loc[0, "prediction"] == 120.5
+    assert {k: stored.loc[0, k] for k in BIKE_INPUTS} == BIKE_INPUTS
+    assert stored.loc[0, "event_time"] == dt.datetime(2012, 9, 5, 10)

@@ -65,10 +65,12 @@ def test_categorical_histograms_label_every_category_or_every_other() -> None:
 
 
 def test_the_line_chart_marks_every_window_with_its_value() -> None:
-    svg = charts.line_svg("RMSE", ["2012-07", "2012-08"], [81.0, 78.5], 38.4, "bikes per hour")
+    svg = charts.line_svg("RMSE", ["2012-07", "2012-08"], [81.25, 78.5], 38.4, "bikes per hour")
     root = _parse(svg)
     circles = list(root.iter(f"{SVG}circle"))
     assert len(circles) == 2
-    assert circles[0].find(f"{SVG}title").text == "2012-07: 81.0 bikes per hour"  # type: ignore[union-attr]
+    assert circles[0].find(f"{SVG}title").text == "2012-07: 81.25 bikes per hour"  # type: ignore[union-attr]
     assert float(circles[0].attrib["cy"]) < float(circles[1].attrib["cy"])  # higher RMSE, higher
-    assert re.search(r"reference 38\.4", svg)
+    assert re.search(r"reference 38\.4<", svg)
+    small = charts.line_svg("f1", ["2023-05-25"], [0.83126], 0.9, "f1 (higher is better)")
+    assert "2023-05-25: 0.8313 f1 (higher is better)" in small  # not rounded to 0.8

@@ -5,10 +5,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bikes.core import schemas
 from bikes.core.errors import ConfigError
+from bikes.io.contracts import load_contract
 from bikes.jobs.data import DataJob
-from tests.conftest import HOUR_CSV
+from tests.conftest import BIKES_CONTRACT, HOUR_CSV
 
 
 def test_default_splits_follow_time(splits_dir: Path) -> None:
@@ -24,14 +24,18 @@ def test_default_splits_follow_time(splits_dir: Path) -> None:
     assert frames["train"]["timestamp"].max() < frames["test"]["timestamp"].min()
     assert frames["test"]["timestamp"].max() < frames["production"]["timestamp"].min()
     assert frames["production"]["timestamp"].max() == pd.Timestamp("2012-12-31 23:00")
+    contract = load_contract(str(BIKES_CONTRACT))
     for frame in frames.values():
-        assert list(frame.columns) == [schemas.TIMESTAMP, *schemas.FEATURE_NAMES, schemas.TARGET]
+        assert list(frame.columns) == ["timestamp", *contract.feature_names, "cnt"]
+        # casual + registered == cnt: columns that leak the target never leave the data job
+        assert not {"casual", "registered", "instant"} & set(frame.columns)
 
 
 def test_ranges_come_from_config(tmp_path: Path) -> None:
     job = DataJob.model_validate(
         {
             "source": str(HOUR_CSV),
+            "contract": str(BIKES_CONTRACT),
             "output_dir": str(tmp_path),
             "splits": {"only": {"start": "2012-12-01", "end": "2012-12-31"}},
         }
@@ -46,6 +50,7 @@ def test_range_without_data_is_a_config_error(tmp_path: Path) -> None:
     job = DataJob.model_validate(
         {
             "source": str(HOUR_CSV),
+            "contract": str(BIKES_CONTRACT),
             "output_dir": str(tmp_path),
             "splits": {"future": {"start": "2030-01-01", "end": "2030-12-31"}},
         }

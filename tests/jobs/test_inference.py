@@ -7,9 +7,10 @@ import mlflow
 import pandas as pd
 import pytest
 
-from bikes.core import schemas
-from bikes.core.errors import InputError, SchemaError
+from bikes.core.errors import ContractError, InputError, SchemaError
+from bikes.io.contracts import load_contract
 from bikes.jobs.inference import InferenceJob
+from tests.conftest import BIKES_CONTRACT, GIBRALTAR_CONTRACT
 
 
 def test_predictions_are_the_champions_own(
@@ -33,11 +34,12 @@ def test_predictions_are_the_champions_own(
         "rows": len(inputs),
         "path": str(output),
     }
-    assert list(outputs.columns) == [schemas.TIMESTAMP, schemas.PREDICTION, schemas.MODEL_VERSION]
-    assert (outputs[schemas.MODEL_VERSION] == champion["model_version"]).all()
-    assert (outputs[schemas.TIMESTAMP] == inputs[schemas.TIMESTAMP]).all()
-    expected = model.predict(schemas.features_of(inputs))
-    assert outputs[schemas.PREDICTION].to_numpy() == pytest.approx(expected)
+    assert list(outputs.columns) == ["timestamp", "prediction", "model_version"]
+    assert (outputs["model_version"] == champion["model_version"]).all()
+    assert (outputs["timestamp"] == inputs["timestamp"]).all()
+    features = load_contract(str(BIKES_CONTRACT)).feature_names
+    expected = model.predict(inputs[features])
+    assert outputs["prediction"].to_numpy() == pytest.approx(expected)
 
 
 def test_invalid_inputs_write_nothing(
@@ -70,4 +72,65 @@ def test_missing_alias_is_an_input_error(
         }
     )
     with job, pytest.raises(InputError, match="has no alias 'retired'"):
+        job.run()
+
+
+def test_a_classifier_writes_classes_and_the_contracts_score_columns(
+    classifier: dict[str, T.Any],
+    services: dict[str, T.Any],
+    gibraltar_splits: Path,
+    tmp_path: Path,
+) -> None:
+    """No job.contract: the version's own contract names the columns."""
+    output = tmp_path / "weather.parquet"
+    job = InferenceJob.model_validate(
+        {
+            "registered_model": "weather",
+            "inputs": {"path": str(gibraltar_splits / "production.parquet")},
+            "outputs": {"path": str(output)},
+            **services,
+        }
+    )
+    with job:
+        job.run()
+        model = mlflow.sklearn.load_model(f"models:/weather/{classifier['model_version']}")
+    inputs = pd.read_parquet(gibraltar_splits / "production.parquet")
+    outputs = pd.read_parquet(output)
+    assert list(outputs.columns) == [
+        "observed_at",
+        "predicted_sky",
+        "p_fair",
+        "p_cloudy",
+        "p_wet",
+        "model_version",
+    ]
+    features = inputs.drop(columns=["observed_at", "sky"])
+    assert outputs["predicted_sky"].tolist() == model.predict(features).tolist()
+    probabilities = model.predict_proba(features)
+    for position, name in enumerate(model.classes_):
+        assert outputs[f"p_{name}"].to_numpy() == pytest.approx(probabilities[:, position])
+
+
+def test_a_contract_the_model_contradicts_names_the_feature(
+    classifier: dict[str, T.Any],
+    services: dict[str, T.Any],
+    gibraltar_splits: Path,
+    tmp_path: Path,
+) -> None:
+    contract = load_contract(str(GIBRALTAR_CONTRACT)).model_dump()
+    contract["features"] = [{"name": "temp"}, {"name": "visibility"}]
+    contract["segments"] = []
+    job = InferenceJob.model_validate(
+        {
+            "registered_model": "weather",
+            "contract": contract,
+            "inputs": {"path": str(gibraltar_splits / "production.parquet")},
+            "outputs": {"path": str(tmp_path / "out.parquet")},
+            **services,
+        }
+    )
+    with (
+        job,
+        pytest.raises(ContractError, match="features: visibility not an input of models:/weather/"),
+    ):
         job.run()

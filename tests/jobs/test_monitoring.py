@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import json
 import threading
 import typing as T
+import uuid
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics
 
 from bikes import scripts
-from bikes.core.errors import InputError, MonitoringFindingError
+from bikes.core.errors import ContractError, InputError, MonitoringFindingError
 from bikes.io.monitoring import MonitoringTables
-from bikes.io.store import Store
+from bikes.io.store import Store, raw_row
 from bikes.jobs.monitoring import MonitoringJob
 from tests.conftest import started
 
@@ -69,21 +72,38 @@ def test_backfill_flags_the_2012_growth_and_fills_the_metrics_table(
         performance = window["performance"]
         assert 0.75 < performance["label_coverage"] < 0.85
         # Demand grew in 2012: errors well above the training reference's in every month.
-        assert performance["rmse_relative_change"] > 0.2
+        assert performance["metric"] == "rmse"
+        assert performance["degradation"] == performance["relative_change"] > 0.2
         assert performance["degraded"]
-        assert window["prediction_drift"]["drift"]
+        assert set(performance["current"]) == {"rmse", "mae", "r2", "mape"}
+        assert window["model_name"] == "bikes"
+        assert window["data_quality"]["rejected_rows"] == 0
+        assert window["data_quality"]["missing_columns"] == []
         assert window["data_drift"]["columns"]["yr"]["drift"]  # 2012 only: yr=1 throughout
         assert window["service"]["latency_ms"]["p50"] == pytest.approx(9.5, abs=0.6)
+    # Predictions follow the demand up from July to November (December's are back near the
+    # 2011 reference's: the winter trough).
+    assert [w["prediction_drift"]["drift"] for w in windows][:5] == [True] * 5
     tables = MonitoringTables(Store(production_store))
     first = tables.read()
     assert len(first) > 100
     assert set(first["check"]) >= {
         "drift_score",
-        "rmse",
+        "performance",
+        "performance_reference",
+        "performance_degradation",
         "label_coverage",
         "status",
         "missing_share",
-        "segment_rmse",
+        "rejected_share",
+        "segment_performance",
+    }
+    assert set(first["model_name"]) == {"bikes"}
+    assert set(first.loc[first["check"] == "performance", "column"]) == {
+        "rmse",
+        "mae",
+        "r2",
+        "mape",
     }
     with _job(services, tmp_path, current=current) as job:  # re-run: the same rows, replaced
         rerun = job.run()
@@ -92,8 +112,9 @@ def test_backfill_flags_the_2012_growth_and_fills_the_metrics_table(
     assert any(w["alerts"] for w in windows)
     with started(services["mlflow_service"]):
         run = mlflow.get_run(result["run_id"])
-        history = mlflow.MlflowClient().get_metric_history(result["run_id"], "rmse")
+        history = mlflow.MlflowClient().get_metric_history(result["run_id"], "performance.rmse")
     assert run.data.tags["status"] == "detected"
+    assert run.data.tags["model_name"] == "bikes"
     assert [m.step for m in history] == list(range(6))
 
 
@@ -165,7 +186,7 @@ def test_alerts_reach_webhooks_and_fail_on_exits_4(
         f"  current: {{KIND: StoreReader, uri: '{production_store}', start: '2012-12-01', end: '2012-12-08'}}\n"
         f"  results_path: {tmp_path / 'm.json'}\n"
         f"  report_path: {tmp_path / 'm.html'}\n"
-        "  alerts: [{check: rmse_relative_change, threshold: 0.2, severity: critical}]\n"
+        "  alerts: [{check: performance_degradation, threshold: 0.2, severity: critical}]\n"
         f"  channels: [{{KIND: log}}, {{KIND: webhook, url: '{url}'}}, {{KIND: slack, url_env: TEST_SLACK_URL}}]\n"
         "  fail_on: detected\n"
     )
@@ -180,9 +201,10 @@ def test_alerts_reach_webhooks_and_fail_on_exits_4(
         in capsys.readouterr().err
     )
     webhook, slack = _Hook.received[-2:]
-    assert webhook["alerts"][0]["check"] == "rmse_relative_change"
+    assert webhook["alerts"][0]["check"] == "performance_degradation"
+    assert webhook["alerts"][0]["column"] == "rmse"
     assert webhook["alerts"][0]["severity"] == "critical"
-    assert slack["text"].startswith("bikes monitoring\n*[critical]* rmse_relative_change")
+    assert slack["text"].startswith("bikes monitoring\n*[critical]* bikes: performance_degradation")
 
 
 def test_bad_inputs_are_named(
@@ -231,7 +253,7 @@ def test_the_html_report_renders_in_headless_chromium(
     assert len(text) < 2_000_000  # binned charts: small whatever the row count
     # Performance over time, then one chart per column: 12 features, prediction and cnt.
     assert text.count("<svg") == 1 + 14
-    assert "aria-label='RMSE per window against the reference'" in text
+    assert "aria-label='rmse per window against the reference'" in text
     assert "<text x='160.0' y='14' text-anchor='middle' font-size='11' class='drift'>yr" in text
     with started(services["mlflow_service"]):
         names = {
@@ -271,3 +293,403 @@ def test_the_html_report_renders_in_headless_chromium(
         check=True,
     )
     assert shot.stat().st_size > 10_000
+
+
+# -- any contract: a classification table of our own, with a string feature ---------------------
+START = dt.datetime(2026, 3, 1)
+
+
+def _shop_table(rows: int, seed: int, colours: tuple[float, float, float]) -> pd.DataFrame:
+    """A binary classification table that is not bikes: a numeric and a string feature, a
+    timestamp of its own name, the label ``bought``, a model's class and score."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, rows)
+    colour = rng.choice(["blue", "green", "red"], rows, p=list(colours))
+    truth = np.where(x + 0.5 * (colour == "red") + rng.normal(0, 0.7, rows) > 0, "yes", "no")
+    score = 1 / (1 + np.exp(-3 * x))
+    return pd.DataFrame(
+        {
+            "seen_at": START + pd.to_timedelta(np.arange(rows) * 60, unit="s"),
+            "x": x,
+            "colour": colour,
+            "bought": truth,
+            "prediction": np.where(score > 0.5, "yes", "no"),
+            "p_yes": score,
+        }
+    )
+
+
+SHOP_CONTRACT = {
+    "task": "classification",
+    "target": "bought",
+    "timestamp": "seen_at",
+    "score": "p_yes",
+    "positive_class": "yes",
+}
+
+
+def test_two_parquet_files_of_a_classification_table_with_a_string_feature_and_no_model(
+    services: dict[str, T.Any], tmp_path: Path
+) -> None:
+    reference, current = (
+        _shop_table(3000, 1, (0.5, 0.3, 0.2)),
+        _shop_table(1500, 2, (0.5, 0.3, 0.2)),
+    )
+    reference.to_parquet(tmp_path / "reference.parquet")
+    current.to_parquet(tmp_path / "current.parquet")
+    with _job(
+        services,
+        tmp_path,
+        registered_model="shop",
+        contract=SHOP_CONTRACT,  # no features: every column without a role
+        reference={"KIND": "ParquetReader", "path": str(tmp_path / "reference.parquet")},
+        current={"KIND": "ParquetReader", "path": str(tmp_path / "current.parquet")},
+    ) as job:
+        result = job.run()["results"]
+    assert set(result["data_quality"]["columns"]) == {"x", "colour"}
+    assert result["data_quality"]["columns"]["colour"]["missing_share"] == 0.0  # text, not NaN
+    assert result["data_drift"]["columns"]["colour"]["method"] == "jensenshannon"
+    assert not result["data_drift"]["columns"]["colour"]["drift"]
+    assert result["window"]["start"] == START.isoformat()  # the contract's timestamp column
+    assert result["prediction_drift"]["column"] == "prediction"
+    assert set(result["score_drift"]) == {"p_yes"}
+    assert result["target_drift"]["column"] == "bought"
+    performance = result["performance"]
+    truth, predicted = current["bought"], current["prediction"]
+    assert performance["current"]["accuracy"] == pytest.approx(
+        metrics.accuracy_score(truth, predicted)
+    )
+    assert performance["current"]["f1"] == pytest.approx(
+        metrics.f1_score(truth, predicted, pos_label="yes")
+    )
+    assert performance["current"]["roc_auc"] == pytest.approx(
+        metrics.roc_auc_score(truth == "yes", current["p_yes"])
+    )
+    assert performance["metric"] == "f1"
+    assert result["status"] == "no_detection"
+    assert result["model_name"] == "shop"
+
+
+def test_a_shifted_string_category_is_flagged_and_a_missing_feature_named(
+    services: dict[str, T.Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _shop_table(3000, 1, (0.5, 0.3, 0.2)).to_parquet(tmp_path / "reference.parquet")
+    shifted = _shop_table(1500, 3, (0.2, 0.3, 0.5))
+    shifted.to_parquet(tmp_path / "shifted.parquet")
+    shifted.drop(columns="colour").to_parquet(tmp_path / "without.parquet")
+    results = {}
+    for name in ("shifted", "without"):
+        with _job(
+            services,
+            tmp_path,
+            contract=SHOP_CONTRACT,
+            reference={"KIND": "ParquetReader", "path": str(tmp_path / "reference.parquet")},
+            current={"KIND": "ParquetReader", "path": str(tmp_path / f"{name}.parquet")},
+        ) as job:
+            results[name] = job.run()["results"]
+    drifted = results["shifted"]["data_drift"]["columns"]
+    assert drifted["colour"]["drift"]
+    assert not drifted["x"]["drift"]
+    without = results["without"]
+    assert without["data_quality"]["missing_columns"] == ["colour"]
+    assert without["data_quality"]["columns"]["colour"]["missing_column"]
+    assert without["data_drift"]["columns"]["colour"]["missing_column"]
+    assert without["status"] == "potential"
+    assert "feature(s) colour missing from the current data" in capsys.readouterr().err
+
+
+def _capture(store: Store, frame: pd.DataFrame, model_name: str) -> None:
+    """Rows as the service captures them: inputs and scores as JSON, labels later."""
+    ids = [uuid.uuid4().hex for _ in range(len(frame))]
+    store.write_predictions(
+        [
+            {
+                "prediction_id": ids[i],
+                "event_time": row.seen_at.to_pydatetime(),
+                "received_time": row.seen_at.to_pydatetime(),
+                "model_name": model_name,
+                "model_version": "1",
+                "latency_ms": 4.0,
+                "inputs": {"x": row.x, "colour": row.colour},
+                "prediction": row.prediction,
+                "scores": {"p_yes": row.p_yes},
+            }
+            for i, row in enumerate(frame.itertuples())
+        ]
+    )
+    store.write_labels(
+        [
+            {"prediction_id": ids[i], "label_time": START, "target": label}
+            for i, label in enumerate(frame["bought"])
+        ]
+    )
+
+
+def _reject(store: Store, when: dt.datetime, rows: list[dict[str, T.Any]], field: str) -> None:
+    store.write_rejected(
+        [
+            {
+                "rejection_id": uuid.uuid4().hex,
+                "received_time": when,
+                "event_time": when,
+                "model_name": "shop",
+                "model_version": "1",
+                "row": number,
+                "field": field,
+                "reason": "invalid",
+                "raw": raw_row(row),
+            }
+            for number, row in enumerate(rows)
+        ]
+    )
+
+
+@pytest.fixture
+def shop_store(tmp_path: Path) -> T.Iterator[Store]:
+    """A capture store with two models: ``shop`` on 1 and 2 March, ``other`` on 4 March."""
+    store = Store(f"sqlite:///{tmp_path / 'shop.db'}")
+    store.create()
+    day = _shop_table(2 * 1440, 5, (0.5, 0.3, 0.2))
+    _capture(store, day, "shop")
+    other = _shop_table(100, 6, (0.5, 0.3, 0.2))
+    _capture(store, other.assign(seen_at=other["seen_at"] + pd.Timedelta(days=3)), "other")
+    yield store
+    store.dispose()
+
+
+def _store_job(
+    services: dict[str, T.Any], tmp_path: Path, store: Store, **current: T.Any
+) -> MonitoringJob:
+    _shop_table(3000, 1, (0.5, 0.3, 0.2)).to_parquet(tmp_path / "reference.parquet")
+    return _job(
+        services,
+        tmp_path,
+        registered_model="shop",
+        contract={
+            **SHOP_CONTRACT,
+            "features": [
+                {"name": "x", "min": -10, "max": 10},
+                {"name": "colour", "kind": "categorical"},
+            ],
+        },
+        reference={"KIND": "ParquetReader", "path": str(tmp_path / "reference.parquet")},
+        current={"KIND": "StoreReader", "uri": store.uri, **current},
+    )
+
+
+def test_rejected_rows_raise_the_missing_and_out_of_range_shares(
+    shop_store: Store, services: dict[str, T.Any], tmp_path: Path
+) -> None:
+    """1,440 accepted rows on 2 March and 160 the service refused: 40 with no ``x``, 40 with
+    text in it, 40 beyond its range, 40 of a colour never seen."""
+    noon = START + dt.timedelta(days=1, hours=12)
+    _reject(shop_store, noon, [{"x": None, "colour": "red"}] * 40, "x")
+    _reject(shop_store, noon, [{"x": "warm", "colour": "red"}] * 40, "x")
+    _reject(shop_store, noon, [{"x": 99.5, "colour": "blue"}] * 40, "x")
+    _reject(shop_store, noon, [{"x": 0.1, "colour": "purple"}] * 40, "colour")
+    current = {"start": "2026-03-01", "end": "2026-03-03", "step": "1D"}
+    with _store_job(services, tmp_path, shop_store, **current) as job:
+        document = job.run()["results"]
+    clean, day = document["windows"]
+    assert clean["data_quality"]["rejected_rows"] == 0
+    assert clean["data_quality"]["columns"]["x"]["missing_share"] == 0.0
+    quality = day["data_quality"]
+    assert day["window"]["rows"] == quality["rows"] == 1440
+    assert quality["rejected_rows"] == 160
+    assert quality["rejected_share"] == pytest.approx(160 / 1600)
+    x, colour = quality["columns"]["x"], quality["columns"]["colour"]
+    assert x["missing_share"] == pytest.approx(40 / 1600)
+    assert x["out_of_range_share"] == pytest.approx(80 / 1600)  # "warm" and 99.5
+    assert colour["unseen_categories"] == ["purple"]
+    assert day["status"] == "potential"
+    # The accepted rows came back from JSON with their types: performance as on the frame.
+    assert day["performance"]["rows_labelled"] == 1440
+    rows = MonitoringTables(shop_store, "shop").read()
+    shares = rows[(rows["check"] == "rejected_share")].sort_values("window_start")
+    assert shares["value"].tolist() == pytest.approx([0.0, 0.1])
+
+
+def test_a_window_with_no_rows_is_no_data_and_exits_4(
+    shop_store: Store,
+    services: dict[str, T.Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """3 March: nothing; 4 March: only another model's rows, and rejected rows of this one."""
+    _reject(shop_store, START + dt.timedelta(days=3, hours=1), [{"x": "?"}] * 5, "x")
+    current = {"start": "2026-03-02", "end": "2026-03-05", "step": "1D"}
+    with _store_job(services, tmp_path, shop_store, **current) as job:
+        document = job.run()["results"]
+    statuses = [w["status"] for w in document["windows"]]
+    assert statuses == ["no_detection", "no_data", "no_data"]
+    assert document["status"] == "no_data"
+    last = document["windows"][-1]
+    assert last["window"]["rows"] == 0  # the other model's 100 rows are not this model's
+    assert last["data_quality"]["rejected_rows"] == 5
+    assert last["data_quality"]["rejected_share"] == 1.0
+    assert last["performance"] is None  # not a label coverage of 0: there was nothing to label
+    assert [a["check"] for a in last["alerts"]] == ["status"]  # status 3 >= 2: critical
+    assert "no rows (0 rejected): status no_data" in capsys.readouterr().err
+    for fail_on in ("potential", "detected"):
+        with (
+            _store_job(services, tmp_path, shop_store, **current) as job,
+            pytest.raises(MonitoringFindingError, match="monitoring status no_data"),
+        ):
+            job.model_copy(update={"fail_on": fail_on}).run()
+    config = tmp_path / "monitoring.yaml"
+    job = _store_job(services, tmp_path, shop_store, start="2026-03-03", end="2026-03-04")
+    settings = job.model_dump(mode="json", exclude={"mlflow_service", "logger_service"})
+    config.write_text(json.dumps({"job": {**settings, "fail_on": "potential"}}))
+    tracking = services["mlflow_service"].tracking_uri
+    code = scripts.main([str(config), "-e", f"job.mlflow_service.tracking_uri={tracking}"])
+    assert code == scripts.EXIT_MONITORING == 4
+    assert "monitoring status no_data (job.fail_on: potential)" in capsys.readouterr().err
+
+
+def test_a_regression_model_trained_elsewhere_with_a_reference_data_tag(
+    services: dict[str, T.Any], tmp_path: Path
+) -> None:
+    """A model bikes did not train (make_regression, a string column, a plain sklearn
+    pipeline), registered as ``sales`` with the user's own ``reference_data`` tag: its
+    signature gives the features, the job's contract only the target."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.datasets import make_regression
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    numbers, target = make_regression(n_samples=1600, n_features=3, noise=10.0, random_state=0)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(numbers, columns=["a", "b", "c"]).assign(
+        region=rng.choice(["east", "west"], 1600)
+    )
+    table["amount"] = target + np.where(table["region"] == "east", 30.0, 0.0)
+    model = make_pipeline(
+        make_column_transformer(
+            (OneHotEncoder(), ["region"]), remainder="passthrough", verbose_feature_names_out=False
+        ),
+        LinearRegression(),
+    )
+    features = table[["a", "b", "c", "region"]]
+    model.fit(features.iloc[:1000], table["amount"].iloc[:1000])
+    table["prediction"] = model.predict(features)
+    reference, current = table.iloc[:1000], table.iloc[1000:]
+    current = current.assign(amount=current["amount"] * 1.5)  # the world moved on
+    current.to_parquet(tmp_path / "current.parquet")
+    with started(services["mlflow_service"]) as service:
+        with mlflow.start_run(run_name="elsewhere"):
+            reference.to_parquet(tmp_path / "reference.parquet")
+            mlflow.log_artifact(str(tmp_path / "reference.parquet"), artifact_path="data")
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                input_example=features.head(3),
+                registered_model_name="sales",
+            )
+        client = service.client()
+        version = str(info.registered_model_version)
+        client.set_model_version_tag(
+            "sales", version, "reference_data", f"runs:/{info.run_id}/data/reference.parquet"
+        )
+        client.set_registered_model_alias("sales", "champion", version)
+    with _job(
+        services,
+        tmp_path,
+        registered_model="sales",
+        contract={"target": "amount"},
+        current={"KIND": "ParquetReader", "path": str(tmp_path / "current.parquet")},
+    ) as job:
+        result = job.run()["results"]
+    assert list(result["data_quality"]["columns"]) == ["a", "b", "c", "region"]  # signature
+    assert result["data_drift"]["columns"]["region"]["method"] == "z"  # two values, small ref
+    performance = result["performance"]
+    assert performance["current"]["rmse"] == pytest.approx(
+        metrics.root_mean_squared_error(current["amount"], current["prediction"])
+    )
+    assert performance["reference"]["r2"] == pytest.approx(
+        metrics.r2_score(reference["amount"], reference["prediction"])
+    )
+    assert performance["degraded"]
+    assert result["target_drift"]["drift"]
+    with (
+        _job(services, tmp_path, registered_model="sales", contract={"target": "spend"}) as job,
+        pytest.raises(ContractError, match="job.contract.target: 'spend' is not a column of"),
+    ):
+        job.run()
+
+
+def test_the_weather_classifier_monitored_from_its_own_contract_and_reference(
+    classifier: dict[str, T.Any],
+    gibraltar_splits: Path,
+    services: dict[str, T.Any],
+    tmp_path: Path,
+) -> None:
+    """A multiclass model with a text label and a text feature: the champion's reference and
+    contract (per-class score columns) from its tags, production scored by inference."""
+    from bikes.jobs.inference import InferenceJob
+
+    production = pd.read_parquet(gibraltar_splits / "production.parquet")
+    with InferenceJob.model_validate(
+        {
+            "registered_model": "weather",
+            "inputs": {"path": str(gibraltar_splits / "production.parquet")},
+            "outputs": {"path": str(tmp_path / "scored.parquet")},
+            **services,
+        }
+    ) as job:
+        job.run()
+    scored = pd.read_parquet(tmp_path / "scored.parquet").drop(columns="model_version")
+    current = production.merge(scored, on="observed_at")
+    current.to_parquet(tmp_path / "current.parquet")
+    with _job(
+        services,
+        tmp_path,
+        registered_model="weather",
+        current={"KIND": "ParquetReader", "path": str(tmp_path / "current.parquet")},
+    ) as job:
+        result = job.run()["results"]
+    assert result["model_name"] == "weather"
+    assert "wind_dir" in result["data_quality"]["columns"]
+    assert result["data_quality"]["columns"]["wind_dir"]["missing_share"] == 0.0
+    assert result["data_drift"]["columns"]["wind_dir"]["method"] in {"chisquare", "jensenshannon"}
+    assert result["window"]["start"] == production["observed_at"].min().isoformat()
+    assert result["prediction_drift"]["column"] == "predicted_sky"
+    assert set(result["score_drift"]) == {"p_fair", "p_cloudy", "p_wet"}
+    assert result["target_drift"]["column"] == "sky"
+    performance = result["performance"]
+    truth, predicted = current["sky"], current["predicted_sky"]
+    classes = ["cloudy", "fair", "wet"]
+    probabilities = current[["p_cloudy", "p_fair", "p_wet"]].to_numpy()
+    assert performance["current"] == pytest.approx(
+        {
+            "accuracy": metrics.accuracy_score(truth, predicted),
+            "precision": metrics.precision_score(
+                truth, predicted, average="macro", zero_division=0
+            ),
+            "recall": metrics.recall_score(truth, predicted, average="macro", zero_division=0),
+            "f1": metrics.f1_score(truth, predicted, average="macro", zero_division=0),
+            "roc_auc": metrics.roc_auc_score(
+                truth, probabilities, multi_class="ovr", labels=classes
+            ),
+            "log_loss": metrics.log_loss(truth, probabilities, labels=classes),
+        }
+    )
+    assert performance["metric"] == "f1"
+    assert set(performance["reference"]) == set(performance["current"])
+
+
+def test_a_metrics_table_of_an_older_bikes_is_named_not_written(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE monitoring_metrics (window_start TIMESTAMP, window_end TIMESTAMP, "
+                'model_version VARCHAR(50), "check" VARCHAR(50), "column" VARCHAR(100), '
+                "value FLOAT, threshold FLOAT, status VARCHAR(20), computed_at TIMESTAMP)"
+            )
+        )
+    with pytest.raises(InputError, match="monitoring_metrics was created by an older bikes"):
+        MonitoringTables(store, "bikes").create()
+    store.dispose()

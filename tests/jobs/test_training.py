@@ -6,11 +6,15 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from sklearn import metrics
 
-from bikes.core import schemas
-from bikes.core.errors import SchemaError
+from bikes.core.errors import ConfigError, ContractError, SchemaError
+from bikes.io.contracts import CONTRACT_TAG, load_contract, model_contract
+from bikes.io.registry import ModelRef
 from bikes.jobs.training import REFERENCE_ARTIFACT, REFERENCE_TAG, TrainingJob
-from tests.conftest import FAST_MODEL
+from tests.conftest import BIKES_CONTRACT, FAST_MODEL, started
+
+BIKE_FEATURES = load_contract(str(BIKES_CONTRACT)).feature_names
 
 
 def test_champion_is_registered_with_a_clean_signature(
@@ -23,7 +27,7 @@ def test_champion_is_registered_with_a_clean_signature(
         assert version.run_id == champion["run_id"]
         info = mlflow.models.get_model_info(f"models:/bikes/{champion['model_version']}")
         inputs = [column.name for column in info.signature.inputs.inputs]
-        assert inputs == list(schemas.FEATURE_NAMES)
+        assert inputs == BIKE_FEATURES
         assert not set(inputs) & {"casual", "registered", "instant", "cnt", "timestamp"}
         assert info.saved_input_example_info is not None
         run = client.get_run(champion["run_id"])
@@ -32,6 +36,10 @@ def test_champion_is_registered_with_a_clean_signature(
         assert run.data.metrics["validation_rmse"] == pytest.approx(champion["metrics"]["rmse"])
         assert [inp.dataset.name for inp in run.inputs.dataset_inputs] == ["train"]
         assert version.tags[REFERENCE_TAG] == f"runs:/{champion['run_id']}/{REFERENCE_ARTIFACT}"
+        # the contract travels with the model: later jobs may leave job.contract out
+        assert version.tags[CONTRACT_TAG].startswith(f"runs:/{champion['run_id']}/")
+        ref = ModelRef(name="bikes", version=champion["model_version"], run_id=None)
+        assert model_contract(client, ref) == load_contract(str(BIKES_CONTRACT))
     finally:
         services["mlflow_service"].stop()
 
@@ -52,15 +60,16 @@ def test_reference_data_holds_inputs_targets_and_predictions(
         services["mlflow_service"].stop()
     reference = pd.read_parquet(path)
     assert len(reference) == len(train_frame)
-    assert {schemas.TARGET, schemas.PREDICTION, *schemas.FEATURE_NAMES} <= set(reference.columns)
-    expected = model.predict(schemas.features_of(reference.head(200)))
-    assert reference[schemas.PREDICTION].head(200).to_numpy() == pytest.approx(expected)
+    assert {"cnt", "prediction", *BIKE_FEATURES} <= set(reference.columns)
+    expected = model.predict(reference.loc[:, BIKE_FEATURES].head(200))
+    assert reference["prediction"].head(200).to_numpy() == pytest.approx(expected)
 
 
 def test_alias_is_set_when_asked(splits_dir: Path, services: dict[str, T.Any]) -> None:
     job = TrainingJob.model_validate(
         {
             "inputs": {"path": str(splits_dir / "train.parquet"), "limit": 2000},
+            "contract": str(BIKES_CONTRACT),
             "model": {"KIND": "RandomForestRegressor", "n_estimators": 5, "n_jobs": 1},
             "validation_share": 0.0,
             "alias": "challenger",
@@ -84,11 +93,118 @@ def test_schema_violation_stops_before_any_run(
     bad.loc[3, "hr"] = 24
     path = tmp_path / "bad.parquet"
     bad.to_parquet(path)
-    job = TrainingJob.model_validate({"inputs": {"path": str(path)}, **services})
+    job = TrainingJob.model_validate(
+        {"inputs": {"path": str(path)}, "contract": str(BIKES_CONTRACT), **services}
+    )
     with job:
         before = len(mlflow.search_runs(search_all_experiments=True))
         with pytest.raises(
-            SchemaError, match=r"hr: in_range\(0, 23\) failed on 1 row\(s\) \(row 3: 24\)"
+            SchemaError, match=r"hr: in_range\(0.0, 23.0\) failed on 1 row\(s\) \(row 3: 24\)"
         ):
             job.run()
         assert len(mlflow.search_runs(search_all_experiments=True)) == before
+
+
+def test_a_classifier_is_trained_from_the_contract_alone(
+    classifier: dict[str, T.Any], services: dict[str, T.Any], gibraltar_splits: Path
+) -> None:
+    """Gibraltar weather: text label, string feature, its own timestamp name; features
+    inferred from the table, kinds from its types, probabilities in the reference data."""
+    with started(services["mlflow_service"]) as service:
+        client = service.client()
+        info = mlflow.models.get_model_info(f"models:/weather/{classifier['model_version']}")
+        inputs = {c.name: c.type.name for c in info.signature.inputs.inputs}
+        reference_path = mlflow.artifacts.download_artifacts(
+            f"runs:/{classifier['run_id']}/{REFERENCE_ARTIFACT}"
+        )
+        ref = ModelRef(name="weather", version=classifier["model_version"], run_id=None)
+        contract = model_contract(client, ref)
+        model = mlflow.sklearn.load_model(f"models:/weather/{classifier['model_version']}")
+    assert inputs["wind_dir"] == "string"
+    assert "sky" not in inputs
+    assert "observed_at" not in inputs
+    assert contract is not None
+    assert contract.feature("wind_dir").kind == "categorical"  # type: ignore[union-attr]
+    reference = pd.read_parquet(reference_path)
+    assert {"predicted_sky", "p_fair", "p_cloudy", "p_wet", "sky"} <= set(reference.columns)
+    features = reference[contract.feature_names]
+    assert reference["predicted_sky"].tolist() == model.predict(features).tolist()
+    fair = list(model.classes_).index("fair")
+    assert reference["p_fair"].to_numpy() == pytest.approx(model.predict_proba(features)[:, fair])
+    # validation figures: the held-out latest rows, scored as sklearn scores them
+    train = pd.read_parquet(gibraltar_splits / "train.parquet")
+    assert set(classifier["metrics"]) == {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+    }
+    assert 0 < classifier["metrics"]["accuracy"] <= 1
+    cut = int(len(train) * 0.8)
+    late = train.iloc[cut:]
+    majority = metrics.accuracy_score(late["sky"], [train["sky"].iloc[:cut].mode()[0]] * len(late))
+    assert classifier["metrics"]["accuracy"] >= majority - 0.1
+
+
+def test_a_model_of_another_table_needs_no_bike_column(
+    tmp_path: Path, services: dict[str, T.Any]
+) -> None:
+    """A make_regression table with a string column, its own target name, no timestamp."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(n_samples=400, n_features=3, noise=5.0, random_state=0)
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(shop=["north", "south"] * 200, sales=y)
+    frame.to_parquet(tmp_path / "sales.parquet")
+    job = TrainingJob.model_validate(
+        {
+            "inputs": {"path": str(tmp_path / "sales.parquet")},
+            "contract": {"target": "sales"},
+            "model": {"max_iter": 30},
+            "registered_model": "sales",
+            **services,
+        }
+    )
+    with job:
+        result = job.run()
+    assert result["metrics"]["r2"] > 0.5
+    with started(services["mlflow_service"]):
+        info = mlflow.models.get_model_info(f"models:/sales/{result['model_version']}")
+    assert [c.name for c in info.signature.inputs.inputs] == ["a", "b", "c", "shop"]
+
+
+def test_contract_errors_name_the_column(
+    tmp_path: Path, train_frame: pd.DataFrame, services: dict[str, T.Any]
+) -> None:
+    path = tmp_path / "train.parquet"
+    train_frame.head(100).to_parquet(path)
+    missing_target = TrainingJob.model_validate(
+        {"inputs": {"path": str(path)}, "contract": {"target": "rentals"}, **services}
+    )
+    with missing_target, pytest.raises(SchemaError, match=r"missing column\(s\): rentals"):
+        missing_target.run()
+    train_frame.head(100).assign(cnt=-1).to_parquet(path)
+    negative = TrainingJob.model_validate(
+        {
+            "inputs": {"path": str(path)},
+            "contract": {"target": "cnt", "timestamp": "timestamp"},
+            "model": {"log_target": True},
+            **services,
+        }
+    )
+    with negative, pytest.raises(ConfigError, match="log_target: .*'cnt' has negative values"):
+        negative.run()
+    train_frame.head(100).assign(temp="warm").to_parquet(path)
+    wrong_kind = TrainingJob.model_validate(
+        {"inputs": {"path": str(path)}, "contract": str(BIKES_CONTRACT), **services}
+    )
+    with wrong_kind, pytest.raises(ContractError, match="'temp' is numeric in the contract"):
+        wrong_kind.run()
+
+
+def test_training_needs_a_contract(services: dict[str, T.Any]) -> None:
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="contract"):
+        TrainingJob.model_validate({**services})

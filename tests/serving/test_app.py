@@ -16,12 +16,18 @@ import pandas as pd
 import pytest
 import uvicorn
 
-from bikes.core import schemas
 from bikes.io.capture import CaptureWriter
+from bikes.io.contracts import load_contract
 from bikes.io.store import Store
 from bikes.serving.app import create_app
 from bikes.serving.models import ModelSlot
-from tests.conftest import started
+from tests.conftest import BIKES_CONTRACT, started
+
+CONTRACT = load_contract(str(BIKES_CONTRACT))
+FEATURES = CONTRACT.feature_names
+TIMESTAMP = str(CONTRACT.timestamp)
+TARGET = str(CONTRACT.target)
+TIMEOUT = 30.0  # seconds, on every HTTP call
 
 
 def free_port() -> int:
@@ -43,7 +49,9 @@ def serving(app: T.Any) -> T.Iterator[httpx.Client]:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=30) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{server.config.port}", timeout=TIMEOUT
+        ) as client:
             yield client
     finally:
         server.should_exit = True
@@ -57,8 +65,8 @@ def slot(champion: dict[str, T.Any], services: dict[str, T.Any]) -> T.Iterator[M
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, T.Any]]:
-    rows = frame.loc[:, [schemas.TIMESTAMP, *schemas.FEATURE_NAMES]].copy()
-    rows[schemas.TIMESTAMP] = rows[schemas.TIMESTAMP].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    rows = frame.loc[:, [TIMESTAMP, *FEATURES]].copy()
+    rows[TIMESTAMP] = rows[TIMESTAMP].dt.strftime("%Y-%m-%dT%H:%M:%S")
     return T.cast(list[dict[str, T.Any]], rows.to_dict(orient="records"))
 
 
@@ -91,16 +99,21 @@ def test_predictions_match_the_model_and_every_row_is_captured(
             },
         ).json()
         acknowledged += by_split["prediction_ids"]
-    expected = slot.current.model.predict(schemas.features_of(frame))
-    stored = store.read()
+    expected = slot.current.model.predict(frame.loc[:, FEATURES])
+    stored = store.read(model_name="bikes")
     assert len(acknowledged) == len(set(acknowledged)) == 125
     assert sorted(stored["prediction_id"]) == sorted(acknowledged)  # nothing lost, nothing extra
     assert set(stored["model_version"]) == {slot.current.ref.version}
+    assert set(stored["model_name"]) == {"bikes"}
     first = stored.set_index("prediction_id").loc[acknowledged[:120]]
     assert first["prediction"].to_numpy() == pytest.approx(expected)
     assert by_split["predictions"] == pytest.approx(list(expected[:5]))
-    assert (first["event_time"].to_numpy() == frame[schemas.TIMESTAMP].to_numpy()).all()
+    assert "probabilities" not in by_split  # a regression has none
+    assert by_split["model_name"] == "bikes"
+    assert (first["event_time"].to_numpy() == frame[TIMESTAMP].to_numpy()).all()
     assert (first["hr"].to_numpy() == frame["hr"].to_numpy()).all()
+    assert first["temp"].to_numpy() == pytest.approx(frame["temp"].to_numpy())
+    assert store.count("rejected_rows") == 0
 
 
 def test_labels_join_unknown_ids_are_reported_and_the_latest_wins(
@@ -133,24 +146,46 @@ def test_labels_join_unknown_ids_are_reported_and_the_latest_wins(
             },
         )
         assert again.json() == {"recorded": 2, "unknown_ids": []}
-    joined = store.read().set_index("prediction_id")[schemas.TARGET]
+        text = client.post(
+            "/labels", json={"labels": [{"prediction_id": ids[2], "target": "many"}]}
+        )
+        assert text.status_code == 422  # a regression's label is a number
+        assert text.json()["detail"][0]["field"] == "labels.0.target"
+        nan = client.post(
+            "/labels",
+            content=json.dumps({"labels": [{"prediction_id": ids[2], "target": math.nan}]}),
+            headers={"content-type": "application/json"},
+        )
+        assert nan.status_code == 422
+    joined = store.read().set_index("prediction_id")["target"]
     assert joined[ids[0]] == 12
     assert joined[ids[1]] == 3
     assert math.isnan(joined[ids[2]])
 
 
+class BadInput(T.NamedTuple):
+    client: httpx.Client
+    store: Store
+    writer: CaptureWriter
+
+
 @pytest.fixture(scope="module")
-def bad_input_client(
+def bad_input(
     champion: dict[str, T.Any], services: dict[str, T.Any], tmp_path_factory: pytest.TempPathFactory
-) -> T.Iterator[httpx.Client]:
+) -> T.Iterator[BadInput]:
     directory = tmp_path_factory.mktemp("bad")
     store = Store(f"sqlite:///{directory / 'p.db'}")
     store.create()
-    writer = CaptureWriter(store, spool_path=directory / "spool.jsonl")
+    writer = CaptureWriter(store, spool_path=directory / "spool.jsonl", flush_interval=0.05)
     with started(services["mlflow_service"]) as service:
         slot = ModelSlot(service.client(), "models:/bikes@champion", poll_interval=0)
     with serving(create_app(slot, store, writer, max_batch_rows=50)) as client:
-        yield client
+        yield BadInput(client, store, writer)
+
+
+@pytest.fixture
+def bad_input_client(bad_input: BadInput) -> httpx.Client:
+    return bad_input.client
 
 
 def _one(test_frame: pd.DataFrame, **changes: T.Any) -> list[dict[str, T.Any]]:
@@ -163,32 +198,81 @@ def _one(test_frame: pd.DataFrame, **changes: T.Any) -> list[dict[str, T.Any]]:
     return rows
 
 
+def _latest_request(rejected: pd.DataFrame) -> pd.DataFrame:
+    """The rows rejected from the latest request, in row order."""
+    latest = rejected[rejected["received_time"] == rejected["received_time"].max()]
+    return latest.sort_values("row").reset_index(drop=True)
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [
         ({"hr": ...}, "hr", "Field required"),
         ({"temp": "warm"}, "temp", "Input should be a valid number"),
         ({"season": 2.5}, "season", "Input should be a valid integer"),
+        ({"season": 5}, "season", "Input should be 1, 2, 3 or 4"),
+        ({"holiday": True}, "holiday", "Input should be a valid integer"),
         ({"hr": 24}, "hr", "Input should be less than or equal to 23"),
         ({"hum": -0.1}, "hum", "Input should be greater than or equal to 0"),
         ({"timestamp": "yesterday-ish"}, "timestamp", "Input should be a valid datetime"),
     ],
 )
-def test_bad_rows_get_a_422_naming_row_and_field(
-    bad_input_client: httpx.Client,
+def test_bad_rows_get_a_422_naming_row_and_field_and_are_recorded(
+    bad_input: BadInput,
     test_frame: pd.DataFrame,
     changes: dict[str, T.Any],
     field: str,
     message: str,
 ) -> None:
-    response = bad_input_client.post(
-        "/invocations", json={"dataframe_records": _one(test_frame, **changes)}
-    )
+    before = bad_input.store.count()
+    rows = _one(test_frame, **changes)
+    response = bad_input.client.post("/invocations", json={"dataframe_records": rows})
     assert response.status_code == 422
     problems = response.json()["detail"]
     assert problems[0]["row"] == 1
     assert problems[0]["field"] == field
     assert message in problems[0]["message"]
+    assert bad_input.writer.flush()
+    assert bad_input.store.count() == before  # the valid rows of the request: not predicted
+    recorded = _latest_request(bad_input.store.read_rejected(model_name="bikes")).iloc[0]
+    assert (recorded["row"], recorded["field"]) == (1, field)
+    assert message in recorded["reason"]
+    sent = rows[1]
+    for key, value in sent.items():  # the values as received
+        assert recorded[key] == value
+    if field != TIMESTAMP:  # the row's own event time, when it reads as one
+        assert recorded["event_time"] == pd.Timestamp(sent[TIMESTAMP])
+    else:
+        assert recorded["event_time"] == recorded["received_time"]
+
+
+def test_a_batch_with_several_bad_rows_records_each_and_caps_what_it_echoes(
+    bad_input: BadInput, test_frame: pd.DataFrame
+) -> None:
+    rows = _records(test_frame.head(6))
+    rows[0]["weathersit"] = "x" * 5000
+    del rows[3]["hum"]
+    rows[3]["temp"] = 7.0
+    rows[5]["note"] = "y" * 10_000  # an unknown field is ignored, kept in the raw row
+    response = bad_input.client.post("/invocations", json={"dataframe_records": rows})
+    assert response.status_code == 422
+    problems = response.json()["detail"]
+    assert [(p["row"], p["field"]) for p in problems] == [
+        (0, "weathersit"),
+        (3, "temp"),
+        (3, "hum"),
+    ]
+    assert problems[0]["input"] == "x" * 100  # echoed, capped
+    assert bad_input.writer.flush()
+    recorded = _latest_request(bad_input.store.read_rejected())
+    assert list(recorded["row"]) == [0, 3]
+    assert list(recorded["field"]) == ["weathersit", "temp"]
+    assert "also failing: hum" in recorded["reason"].iloc[1]
+    assert recorded["weathersit"].iloc[0] == "x" * 200  # stored, capped
+    assert pd.isna(recorded["hum"].iloc[1])  # left out, so missing
+    metrics = bad_input.client.get("/metrics").text
+    assert 'bikes_rows_rejected_total{field="weathersit"}' in metrics
+    assert 'bikes_rows_rejected_total{field="temp"}' in metrics
 
 
 def test_nan_malformed_empty_and_oversized_requests(
@@ -239,6 +323,13 @@ def test_health_and_metrics(bad_input_client: httpx.Client, test_frame: pd.DataF
     assert health["status"] == "ok"
     assert health["store_reachable"] is True
     assert health["model_name"] == "bikes"
+    assert health["task"] == "regression"
+    described = bad_input_client.get("/contract").json()
+    assert described["contract"]["target"] == "cnt"
+    row = described["row_schema"]["$defs"]["Row"]
+    assert row["properties"]["season"]["enum"] == [1, 2, 3, 4]
+    assert row["properties"]["hr"]["maximum"] == 23
+    assert set(row["required"]) == set(FEATURES)
     for probe in ("/wp-admin", "/.env", "/admin/config.php"):
         assert bad_input_client.get(probe).status_code == 404
     metrics = bad_input_client.get("/metrics").text
@@ -253,49 +344,87 @@ def test_health_and_metrics(bad_input_client: httpx.Client, test_frame: pd.DataF
         "bikes_capture_rows_written_total",
         "bikes_capture_rows_pending",
         "bikes_model_info",
+        "bikes_rows_rejected_total",
     ):
         assert name in metrics
     assert f'bikes_model_info{{name="bikes",version="{health["model_version"]}"}} 1.0' in metrics
 
 
-def test_a_moved_alias_is_served_without_a_restart(
+def test_a_moved_alias_is_served_without_a_restart_and_its_contract_with_it(
     champion: dict[str, T.Any],
     services: dict[str, T.Any],
     splits_dir: Path,
     test_frame: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
+    """Version 2 drops two features: once swapped, requests follow its contract, not v1's."""
     from bikes.jobs.training import TrainingJob
 
-    training = TrainingJob.model_validate(
-        {
-            "inputs": {"path": str(splits_dir / "train.parquet"), "limit": 3000},
-            "model": {"max_iter": 10},
-            "validation_share": 0.0,
-            "registered_model_name": "swap",
-            "alias": "live",
-            **services,
-        }
+    narrow = CONTRACT.model_copy(
+        update={"features": [f for f in CONTRACT.feature_list if f.name not in {"atemp", "hum"}]}
     )
-    with training as job:
+
+    def training(contract: T.Any) -> TrainingJob:
+        return TrainingJob.model_validate(
+            {
+                "inputs": {"path": str(splits_dir / "train.parquet"), "limit": 3000},
+                "contract": contract,
+                "model": {"max_iter": 10},
+                "validation_share": 0.0,
+                "registered_model": "swap",
+                "alias": "live",
+                **services,
+            }
+        )
+
+    with training(str(BIKES_CONTRACT)) as job:
         first = job.run()["model_version"]
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    store.create()
+    writer = CaptureWriter(store, spool_path=tmp_path / "spool.jsonl", flush_interval=0.05)
     # The service's MLflow connection stays up while it serves, as in the serving job.
     with started(services["mlflow_service"]) as service:
         slot = ModelSlot(service.client(), "models:/swap@live", poll_interval=0.2)
-        with serving(create_app(slot, None, None)) as client:
-            predict = {"dataframe_records": _records(test_frame.head(2))}
-            assert client.post("/invocations", json=predict).json()["model_version"] == first
-            with training as job:
+        with serving(create_app(slot, store, writer)) as client:
+            rows = _records(test_frame.head(2))
+            without = [{k: v for k, v in row.items() if k not in {"atemp", "hum"}} for row in rows]
+            assert (
+                client.post("/invocations", json={"dataframe_records": rows}).json()[
+                    "model_version"
+                ]
+                == first
+            )
+            refused = client.post("/invocations", json={"dataframe_records": without})
+            assert refused.status_code == 422
+            assert {p["field"] for p in refused.json()["detail"]} == {"atemp", "hum"}
+            with training(narrow.model_dump(mode="json")) as job:
                 second = job.run()["model_version"]
             service.start()  # the training job handed MLflow's settings back when it stopped
             deadline = time.monotonic() + 30
             while client.get("/health").json()["model_version"] != second:
                 assert time.monotonic() < deadline, "the poller never swapped"
                 time.sleep(0.1)
-            assert client.post("/invocations", json=predict).json()["model_version"] == second
-            no_capture = client.post(
-                "/labels", json={"labels": [{"prediction_id": "x", "target": 1}]}
-            )
-            assert no_capture.status_code == 404
+            answer = client.post("/invocations", json={"dataframe_records": without})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == second
+            assert client.post("/invocations", json={"dataframe_records": rows}).status_code == 200
+    stored = store.read(model_name="swap")
+    assert sorted(stored["model_version"]) == sorted([first] * 2 + [second] * 4)
+    # Inputs are what the answering version took: v2 never saw atemp, even when it was sent.
+    assert stored.loc[stored["model_version"] == second, "atemp"].isna().all()
+    assert stored.loc[stored["model_version"] == first, "atemp"].notna().all()
+    rejected = store.read_rejected(model_name="swap")
+    assert list(rejected["model_version"]) == [first] * 2
+
+
+def test_without_capture_labels_are_refused(slot: ModelSlot, test_frame: pd.DataFrame) -> None:
+    with serving(create_app(slot, None, None)) as client:
+        predict = {"dataframe_records": _records(test_frame.head(2))}
+        assert client.post("/invocations", json=predict).status_code == 200
+        bad = client.post("/invocations", json={"dataframe_records": [{"hr": 1}]})
+        assert bad.status_code == 422  # still refused, just not recorded
+        no_capture = client.post("/labels", json={"labels": [{"prediction_id": "x", "target": 1}]})
+        assert no_capture.status_code == 404
 
 
 def test_a_down_store_degrades_health_but_predictions_go_on(
@@ -336,7 +465,7 @@ def test_timezone_aware_event_times_are_stored_in_utc(
     store.create()
     writer = CaptureWriter(store, spool_path=tmp_path / "spool.jsonl", flush_interval=0.05)
     rows = _records(test_frame.head(1))
-    rows[0]["timestamp"] = "2012-07-01T08:00:00+02:00"
+    rows[0][TIMESTAMP] = "2012-07-01T08:00:00+02:00"
     with serving(create_app(slot, store, writer)) as client:
         assert client.post("/invocations", json={"dataframe_records": rows}).status_code == 200
     assert store.read()["event_time"].iloc[0] == pd.Timestamp("2012-07-01 06:00:00")

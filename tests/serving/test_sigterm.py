@@ -70,7 +70,13 @@ def test_sigterm_under_load_loses_no_acknowledged_row(
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         workers = [pool.submit(load) for _ in range(4)]
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while len(acknowledged) <= 100:  # under load, not before a fair share is in flight
+            assert time.monotonic() < deadline, "the server acknowledged too little"
+            time.sleep(0.05)
+        invalid = [{**payload["dataframe_records"][0], "hr": 99}]
+        refused = httpx.post(f"{base}/invocations", json={"dataframe_records": invalid}, timeout=30)
+        assert refused.status_code == 422  # its record is queued too, and must be drained
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=120)
         stop.set()
@@ -78,7 +84,9 @@ def test_sigterm_under_load_loses_no_acknowledged_row(
             worker.result()
     assert server.returncode == 0, stderr
     assert len(acknowledged) > 100
-    stored = Store(f"sqlite:///{database}").read()
+    store = Store(f"sqlite:///{database}")
+    stored = store.read()
     assert len(stored) == len(set(stored["prediction_id"]))
     assert set(stored["prediction_id"]) == set(acknowledged)
-    assert "rows written to the store" in stderr
+    assert list(store.read_rejected()["hr"]) == [99]
+    assert "rows written to the store (1 rejected rows recorded)" in stderr

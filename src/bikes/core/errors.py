@@ -29,3 +29,7 @@ def first_line(error: BaseException) -> str:
     """The gist of a third-party error, whose full text can run to pages (MLflow's does)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class ContractError(ConfigError):
+    """The data contract contradicts itself, the model's signature or the data; names the column."""

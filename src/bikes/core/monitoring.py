@@ -1,9 +1,10 @@
 """One production window against the reference: quality, drift, performance, segments, service.
 
-A ``Monitor`` is prepared once from the reference (drift detectors, reference metrics per
-segment) and then judges any number of windows: a backfill never re-sorts the reference.
-Results are plain dicts with stable keys (the JSON other tools read) and, flattened, the
-long-format rows of the ``monitoring_metrics`` table.
+A ``Monitor`` is prepared once from the reference and the data contract (drift detectors,
+reference metrics per segment) and then judges any number of windows: a backfill never
+re-sorts the reference. Any contract works: regression or classification, numeric or text
+features. Results are plain dicts with stable keys (the JSON other tools read) and, flattened,
+the long-format rows of the ``monitoring_metrics`` table.
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ import numpy as np
 import pandas as pd
 import pydantic as pdt
 
-from bikes.core import schemas
-from bikes.core.comparison import Slicing, segments
+from bikes.core.comparison import Slicing
+from bikes.core.contract import Contract, Feature, kind_of_values
 from bikes.core.drift import SMALL_SAMPLE, Detector, DriftResult, Kind
-from bikes.core.metrics import regression_metrics
-from bikes.core.quality import column_quality, freshness
+from bikes.core.errors import ConfigError
+from bikes.core.metrics import classification_metrics, regression_metrics
+from bikes.core.quality import column_quality, counts, freshness
 
-STATUSES = ("no_detection", "potential", "detected")
+# Worst last: a window with no rows at all says nothing about the model, which is an alert of
+# its own, above ``detected``: every ``fail_on`` but ``never`` stops on it.
+STATUSES = ("no_detection", "potential", "detected", "no_data")
+
+REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+HIGHER_IS_BETTER = frozenset({"r2", "accuracy", "precision", "recall", "f1", "roc_auc"})
+DEFAULT_METRIC = {"regression": "rmse", "classification": "f1"}
+NO_SEGMENTS = Slicing(columns=[])
 
 
 class ColumnDrift(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
@@ -41,30 +51,76 @@ class ColumnDrift(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
             "total_variation",
         ]
         | None
-    ) = None
-    threshold: float | None = None
+    ) = pdt.Field(
+        default=None,
+        description="Drift method; default by kind and reference size (ks, chisquare or z at "
+        "most small_sample reference rows; wasserstein or jensenshannon above).",
+    )
+    threshold: float | None = pdt.Field(
+        default=None,
+        description="p-value below which a test flags drift, or distance at or above which a "
+        "distance does. Default: 0.05 for tests, 0.1 for distances.",
+    )
 
 
 class DriftSettings(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
-    share: float = pdt.Field(default=0.5, gt=0, le=1)  # dataset drift when this share drifts
-    small_sample: int = pdt.Field(default=SMALL_SAMPLE, ge=1)
-    columns: dict[str, ColumnDrift] = pdt.Field(default_factory=dict)
+    """How drift is decided, per column and for the dataset."""
+
+    share: float = pdt.Field(
+        default=0.5, gt=0, le=1, description="Dataset drift when this share of columns drifts."
+    )
+    small_sample: int = pdt.Field(
+        default=SMALL_SAMPLE,
+        ge=1,
+        description="References up to this many rows use statistical tests, larger ones "
+        "distances (any test flags negligible differences on large samples).",
+    )
+    columns: dict[str, ColumnDrift] = pdt.Field(
+        default_factory=dict, description="Per-column method or threshold overrides."
+    )
 
 
-MAX_CATEGORIES = 20
+class PerformanceSettings(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
+    """The watched metric, and how much worse than the reference's it may get."""
+
+    metric: str | None = pdt.Field(
+        default=None,
+        description="The watched metric. Regression: rmse (default), mae, r2 or mape; "
+        "classification: f1 (default), accuracy, precision, recall, roc_auc or log_loss (these "
+        "two need the contract's score columns). Precision, recall and F1 are of the positive "
+        "class when binary, macro-averaged otherwise.",
+    )
+    threshold: float = pdt.Field(
+        default=0.2,
+        gt=0,
+        description="Degraded when the watched metric is this share worse than the "
+        "reference's: 0.2 is an RMSE 20% higher, or an F1 20% lower.",
+    )
+
+    def watched(self, contract: Contract) -> str:
+        """The metric for this contract's task; an unknown one is a config error."""
+        metric = self.metric or DEFAULT_METRIC[contract.task]
+        allowed = CLASSIFICATION_METRICS if contract.is_classification else REGRESSION_METRICS
+        if metric not in allowed:
+            raise ConfigError(
+                f"job.performance.metric: {metric!r} is not a {contract.task} metric "
+                f"(one of {', '.join(allowed)})"
+            )
+        if metric in ("roc_auc", "log_loss") and not contract.score_columns:
+            raise ConfigError(
+                f"job.performance.metric: {metric} needs the classifier's probabilities: "
+                "name their columns in job.contract.score"
+            )
+        return metric
 
 
-def column_kind(name: str, values: pd.Series) -> Kind:
-    """The contract's kind for a feature; otherwise integers with few values are categories."""
-    feature = schemas.FEATURES_BY_NAME.get(name)
-    if feature is not None:
-        return feature.kind
-    if name in (schemas.PREDICTION, schemas.TARGET) or not pd.api.types.is_integer_dtype(values):
+def feature_kind(feature: Feature, reference: pd.Series) -> Kind:
+    """The drift detector a feature gets: two valid values (said by the contract, or else
+    seen in the reference) make a binary one, a proportions test."""
+    if feature.kind == "numeric":
         return "numeric"
-    distinct = values.nunique()
-    if distinct <= 2:
-        return "binary"
-    return "categorical" if distinct <= MAX_CATEGORIES else "numeric"
+    two = feature.binary if feature.values is not None else reference.nunique() == 2
+    return "binary" if two else "categorical"
 
 
 class Monitor:
@@ -72,80 +128,135 @@ class Monitor:
 
     The reference frame is not kept: detectors hold what drift and quality need (sorted
     values, category counts), so the raw reference can be freed once the monitor exists.
+    ``columns``: the watched features (the contract's by default); each must be in the
+    reference, which the job checks.
     """
 
     def __init__(
         self,
         reference: pd.DataFrame,
+        contract: Contract,
         columns: list[str],
-        drift: DriftSettings,
-        slicing: Slicing,
-        performance_threshold: float,
+        drift: DriftSettings | None = None,
+        slicing: Slicing = NO_SEGMENTS,
+        performance: PerformanceSettings | None = None,
     ) -> None:
+        self.contract = contract
         self.columns = columns
-        self.drift = drift
+        self.drift = drift or DriftSettings()
         self.slicing = slicing
-        self.performance_threshold = performance_threshold
-        watched = [c for c in [*columns, schemas.PREDICTION, schemas.TARGET] if c in reference]
-        self.kinds = {c: column_kind(c, reference[c]) for c in watched}
+        self.performance = performance or PerformanceSettings()
+        self.metric = self.performance.watched(contract)
+        self.target = contract.target if contract.target in reference.columns else None
+        self.prediction = contract.prediction if contract.prediction in reference else None
+        self.scores = [c for c in contract.score_columns if c in reference.columns]
+        self.features = {
+            c: contract.feature(c) or Feature(name=c, kind=kind_of_values(reference[c]))
+            for c in columns
+        }
+        self.kinds: dict[str, Kind] = {
+            c: feature_kind(f, reference[c]) for c, f in self.features.items()
+        }
+        self.classes: list[T.Any] = []
+        if contract.is_classification:
+            outputs = [reference[c] for c in (self.target, self.prediction) if c is not None]
+            self.classes = _sorted({_plain(v) for s in outputs for v in pd.unique(s.dropna())})
+        for column in (self.target, self.prediction):
+            if column is not None:
+                self.kinds[column] = self._output_kind(column, reference)
+        for column in self.scores:
+            self.kinds[column] = "numeric"
         self.detectors = _per_column(
             lambda column: Detector(
                 column,
-                _numbers(reference[column]),
+                _values(reference[column], self.kinds[column]),
                 self.kinds[column],
-                method=drift.columns.get(column, ColumnDrift()).method,
-                threshold=drift.columns.get(column, ColumnDrift()).threshold,
-                small_sample=drift.small_sample,
+                method=self.drift.columns.get(column, ColumnDrift()).method,
+                threshold=self.drift.columns.get(column, ColumnDrift()).threshold,
+                small_sample=self.drift.small_sample,
             ),
-            watched,
+            list(self.kinds),
         )
-        self.reference_performance = _performance(reference)
-        self.reference_segments = _segment_rmse(reference, slicing)
+        self.known = {
+            c: detector.categories.tolist()
+            for c, detector in self.detectors.items()
+            if detector.kind != "numeric"
+        }
+        self.reference_performance = self._figures(reference)
+        self.reference_segments = self._segment_figures(reference)
         self.latest_shares: dict[str, np.ndarray] = {}  # binned current of the last window
 
-    def known_categories(self, column: str) -> np.ndarray | None:
-        detector = self.detectors.get(column)
-        return None if detector is None or detector.kind == "numeric" else detector.categories
+    def _output_kind(self, column: str, reference: pd.DataFrame) -> Kind:
+        if not self.contract.is_classification:
+            return "numeric"
+        return "binary" if reference[column].nunique() == 2 else "categorical"
 
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
+
+    # -- one window -----------------------------------------------------------------------------
     def window(
         self,
         current: pd.DataFrame,
         start: dt.datetime | None,
         end: dt.datetime | None,
         now: dt.datetime,
+        rejected: pd.DataFrame | None = None,
     ) -> dict[str, T.Any]:
-        quality = {
-            column: column_quality(
-                current[column], self.known_categories(column), self.kinds[column]
-            )
-            for column in self.columns
-            if column in current.columns
-        }
+        """``current``: the rows the model answered; ``rejected``: the rows the service
+        refused, values as received (quality only: the model never saw them)."""
+        rejected = rejected if rejected is not None else pd.DataFrame()
+        rows = len(current)
+        missing = [c for c in self.columns if rows and c not in current.columns]
+        present = [c for c in self.columns if c in current.columns]
+        quality = {c: self._quality(c, current, rejected, c in missing) for c in self.columns}
         drifts = _per_column(
-            lambda column: self.detectors[column].score(_numbers(current[column])),
-            [column for column in self.columns if column in current.columns],
+            lambda column: self.detectors[column].score(
+                _values(current[column], self.kinds[column])
+            ),
+            present if rows else [],
         )
-        prediction_drift = self._drift_of(current, schemas.PREDICTION)
-        target_drift = self._drift_of(current, schemas.TARGET)
+        prediction_drift = self._drift_of(current, self.prediction)
+        target_drift = self._drift_of(current, self.target)
+        score_drift: dict[str, DriftResult] = {}
+        for column in self.scores:
+            score_drift |= self._drift_of(current, column)
         self.latest_shares = {
             column: result.shares
             for column, result in [
                 *drifts.items(),
                 *prediction_drift.items(),
+                *score_drift.items(),
                 *target_drift.items(),
             ]
         }
         drifted = sum(result.drift for result in drifts.values())
         share = drifted / len(drifts) if drifts else 0.0
+        columns = {c: _drift_dict(r) for c, r in drifts.items()}
+        for column in missing:
+            detector = self.detectors[column]
+            columns[column] = {
+                "column": column,
+                "method": detector.method,
+                "score": None,
+                "threshold": detector.threshold,
+                "drift": False,
+                "missing_column": True,
+            }
+        total = rows + len(rejected)
         result: dict[str, T.Any] = {
             "window": {
                 "start": None if start is None else pd.Timestamp(start).isoformat(),
                 "end": None if end is None else pd.Timestamp(end).isoformat(),
-                "rows": len(current),
+                "rows": rows,
             },
             "model_version": _model_version(current),
             "data_quality": {
-                "rows": len(current),
+                "rows": rows,
+                "rejected_rows": len(rejected),
+                "rejected_share": len(rejected) / total if total else None,
+                "missing_columns": missing,
                 "freshness": freshness(current["event_time"], now)
                 if "event_time" in current
                 else None,
@@ -156,9 +267,10 @@ class Monitor:
                 "drift_share": share,
                 "share_threshold": self.drift.share,
                 "drifted_columns": drifted,
-                "columns": {c: _drift_dict(r) for c, r in drifts.items()},
+                "columns": columns,
             },
             "prediction_drift": _single_drift(prediction_drift),
+            "score_drift": {c: _drift_dict(r) for c, r in score_drift.items()},
             "target_drift": _single_drift(target_drift),
             "performance": self._performance(current),
             "segments": self._segments(current),
@@ -167,73 +279,185 @@ class Monitor:
         result["status"] = status_of(result)
         return result
 
-    def _drift_of(self, current: pd.DataFrame, column: str) -> dict[str, DriftResult]:
-        """``{column: result}`` for the prediction or target, or ``{}`` when it is absent."""
-        if column not in current.columns or column not in self.detectors:
+    def _quality(
+        self, column: str, current: pd.DataFrame, rejected: pd.DataFrame, absent: bool
+    ) -> dict[str, T.Any]:
+        feature = self.features[column]
+        parts = [
+            counts(current.get(column), len(current), feature),
+            counts(rejected.get(column), len(rejected), feature),
+        ]
+        figures = column_quality(parts, self.known.get(column), absent=absent)
+        figures["issue"] = bool(
+            absent
+            or (figures["missing_share"] > 0 and not feature.nullable)
+            or figures["out_of_range_share"] > 0
+            or figures["unseen_categories"]
+        )
+        return figures
+
+    def _drift_of(self, current: pd.DataFrame, column: str | None) -> dict[str, DriftResult]:
+        """``{column: result}`` for an output column, or ``{}`` when it is absent or empty."""
+        if column is None or column not in current.columns or column not in self.detectors:
             return {}
-        values = _numbers(current[column])
-        if not np.isfinite(values).any():
+        if not current[column].notna().any():
             return {}
-        return {column: self.detectors[column].score(values)}
+        return {column: self.detectors[column].score(_values(current[column], self.kinds[column]))}
+
+    # -- performance --------------------------------------------------------------------------
+    def _labelled(self, frame: pd.DataFrame) -> pd.DataFrame | None:
+        if self.target is None or self.prediction is None:
+            return None
+        if self.target not in frame.columns or self.prediction not in frame.columns:
+            return None
+        return frame.loc[frame[self.target].notna() & frame[self.prediction].notna()]
+
+    def _figures(self, frame: pd.DataFrame) -> dict[str, float] | None:
+        """Every metric of the task on the labelled rows of ``frame``; None below two rows."""
+        labelled = self._labelled(frame)
+        if labelled is None or len(labelled) < 2:
+            return None
+        truth, predicted = labelled[self.target], labelled[self.prediction]
+        if not self.contract.is_classification:
+            return regression_metrics(truth.to_numpy(dtype=float), predicted.to_numpy(dtype=float))
+        truth_values, predicted_values = _labels(truth), _labels(predicted)
+        seen = {_plain(v) for v in (*pd.unique(truth_values), *pd.unique(predicted_values))}
+        classes = self.classes if seen <= set(self.classes) else _sorted(seen | set(self.classes))
+        probabilities = self._probabilities(labelled) if classes == self.classes else None
+        return classification_metrics(
+            truth_values,
+            predicted_values,
+            positive_class=self.contract.positive_class,
+            classes=classes,
+            probabilities=probabilities,
+        )
+
+    def _probabilities(self, labelled: pd.DataFrame) -> np.ndarray | None:
+        """Per-class probabilities in ``self.classes`` order from the contract's score columns,
+        or None when the rows lack them."""
+        score = self.contract.score
+        if score is None or any(c not in labelled.columns for c in self.contract.score_columns):
+            return None
+        if isinstance(score, str):
+            if len(self.classes) != 2:
+                return None
+            positive = self.contract.positive_class
+            positive = self.classes[-1] if positive is None else _plain(positive)
+            if positive not in self.classes:
+                return None
+            p = labelled[score].to_numpy(dtype=float)
+            columns = [p if c == positive else 1 - p for c in self.classes]
+        else:
+            mapping = (
+                {str(k): v for k, v in score.items()}
+                if isinstance(score, dict)
+                else dict(zip([str(c) for c in self.classes], score, strict=False))
+            )
+            if any(str(c) not in mapping for c in self.classes):
+                return None
+            columns = [labelled[mapping[str(c)]].to_numpy(dtype=float) for c in self.classes]
+        matrix = np.column_stack(columns)
+        return None if np.isnan(matrix).any() else matrix
 
     def _performance(self, current: pd.DataFrame) -> dict[str, T.Any] | None:
-        if schemas.TARGET not in current.columns or schemas.PREDICTION not in current.columns:
-            return None
-        labelled = current.dropna(subset=[schemas.TARGET, schemas.PREDICTION])
-        coverage = len(labelled) / len(current) if len(current) else 0.0
-        figures: dict[str, T.Any] = {"label_coverage": coverage, "rows_labelled": len(labelled)}
-        if len(labelled) < 2:
-            return figures | {
-                "current": None,
-                "reference": self.reference_performance,
-                "degraded": False,
-            }
-        now = _performance(labelled)
-        assert now is not None
-        change = None
-        if self.reference_performance is not None and self.reference_performance["rmse"] > 0:
-            change = now["rmse"] / self.reference_performance["rmse"] - 1
+        labelled = self._labelled(current)
+        if labelled is None or current.empty:
+            return None  # no labels or no predictions; no rows at all is ``no_data``
+        figures: dict[str, T.Any] = {
+            "task": self.contract.task,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "label_coverage": len(labelled) / len(current) if len(current) else 0.0,
+            "rows_labelled": len(labelled),
+            "current": None,
+            "reference": self.reference_performance,
+            "relative_change": None,
+            "degradation": None,
+            "threshold": self.performance.threshold,
+            "degraded": False,
+        }
+        now = self._figures(labelled)
+        if now is None:
+            return figures
+        reference = (self.reference_performance or {}).get(self.metric)
+        change = _relative_change(now.get(self.metric), reference)
+        degradation = None if change is None else (-change if self.higher_is_better else change)
         return figures | {
             "current": now,
-            "reference": self.reference_performance,
-            "rmse_relative_change": change,
-            "threshold": self.performance_threshold,
-            "degraded": bool(change is not None and change >= self.performance_threshold),
+            "relative_change": change,
+            "degradation": degradation,
+            "degraded": bool(degradation is not None and degradation >= self.performance.threshold),
         }
 
+    # -- segments -------------------------------------------------------------------------------
+    def _segment_masks(self, frame: pd.DataFrame) -> T.Iterator[tuple[str, str, np.ndarray]]:
+        """``(column, value, row mask)`` for each value of each segment column and hour band
+        present in ``frame``."""
+        for column in self.slicing.columns or []:
+            if column not in frame.columns:
+                continue
+            values = frame[column].to_numpy()
+            for value in _sorted({_plain(v) for v in pd.unique(frame[column].dropna())}):
+                yield column, str(value), values == value
+        hour = self.slicing.hour_column
+        if hour is not None and self.slicing.hour_bands and hour in frame.columns:
+            hours = pd.to_numeric(frame[hour], errors="coerce").to_numpy()
+            for name, band in self.slicing.hour_bands.items():
+                yield "hour_band", name, (hours >= band.first) & (hours <= band.last)
+
+    def _segment_figures(self, frame: pd.DataFrame) -> dict[tuple[str, str], tuple[int, float]]:
+        """``{(column, value): (rows, watched metric)}`` for segments of ``min_rows`` or more."""
+        labelled = self._labelled(frame)
+        if labelled is None or labelled.empty:
+            return {}
+        found = {}
+        for column, value, mask in self._segment_masks(labelled):
+            rows = int(mask.sum())
+            if rows < self.slicing.min_rows:
+                continue
+            figures = self._figures(labelled.loc[mask])
+            if figures is not None and self.metric in figures:
+                found[(column, value)] = (rows, figures[self.metric])
+        return found
+
     def _segments(self, current: pd.DataFrame) -> list[dict[str, T.Any]]:
-        if schemas.TARGET not in current.columns or schemas.PREDICTION not in current.columns:
-            return []  # labels without predictions (a labelled parquet file): nothing to score
-        labelled = current.dropna(subset=[schemas.TARGET, schemas.PREDICTION])
-        rows = []
-        for (column, value), rmse in _segment_rmse(labelled, self.slicing).items():
+        entries = []
+        for (column, value), (rows, figure) in self._segment_figures(current).items():
             reference = self.reference_segments.get((column, value))
-            rows.append(
+            before = None if reference is None else reference[1]
+            change = _relative_change(figure, before)
+            entries.append(
                 {
                     "segment": column,
                     "value": value,
-                    "rmse": rmse,
-                    "reference_rmse": reference,
-                    "relative_change": None if not reference else rmse / reference - 1,
+                    "rows": rows,
+                    "metric": self.metric,
+                    "current": figure,
+                    "reference": before,
+                    "relative_change": change,
                 }
             )
-        return rows
+        return entries
 
 
 def status_of(result: dict[str, T.Any]) -> str:
-    """``detected``: dataset drift or degraded performance; ``potential``: anything else moved."""
+    """``no_data``: no row at all; ``detected``: dataset drift or degraded performance;
+    ``potential``: anything else moved (a drifted column, prediction, score or target drift,
+    a quality issue, a missing column, rejected rows)."""
+    if result["window"]["rows"] == 0:
+        return "no_data"
     performance = result.get("performance") or {}
     if result["data_drift"]["dataset_drift"] or performance.get("degraded"):
         return "detected"
-    quality = result["data_quality"]["columns"].values()
+    quality = result["data_quality"]
     signals = [
         result["data_drift"]["drifted_columns"] > 0,
         bool((result.get("prediction_drift") or {}).get("drift")),
         bool((result.get("target_drift") or {}).get("drift")),
-        any(
-            q["missing_share"] > 0 or q["out_of_range_share"] > 0 or q["unseen_categories"]
-            for q in quality
-        ),
+        any(r["drift"] for r in (result.get("score_drift") or {}).values()),
+        any(q.get("issue") for q in quality["columns"].values()),
+        bool(quality.get("missing_columns")),
+        bool(quality.get("rejected_rows")),
     ]
     return "potential" if any(signals) else "no_detection"
 
@@ -262,28 +486,19 @@ def long_rows(result: dict[str, T.Any]) -> list[dict[str, T.Any]]:
 
     add("status", "*", STATUSES.index(result["status"]), None, result["status"])
     add("rows", "*", result["window"]["rows"])
-    for column, figures in result["data_quality"]["columns"].items():
+    quality = result["data_quality"]
+    add("rejected_rows", "*", quality["rejected_rows"], None, _issue(quality["rejected_rows"]))
+    add("rejected_share", "*", quality["rejected_share"], 0.0, _issue(quality["rejected_rows"]))
+    for column in quality["missing_columns"]:
+        add("missing_column", column, 1.0, 0.0, "issue")
+    for column, figures in quality["columns"].items():
         add(
-            "missing_share",
-            column,
-            figures["missing_share"],
-            0.0,
-            "issue" if figures["missing_share"] else "ok",
+            "missing_share", column, figures["missing_share"], 0.0, _issue(figures["missing_share"])
         )
-        add(
-            "out_of_range_share",
-            column,
-            figures["out_of_range_share"],
-            0.0,
-            "issue" if figures["out_of_range_share"] else "ok",
-        )
-        add(
-            "unseen_categories",
-            column,
-            len(figures["unseen_categories"]),
-            0.0,
-            "issue" if figures["unseen_categories"] else "ok",
-        )
+        outside = figures["out_of_range_share"]
+        add("out_of_range_share", column, outside, 0.0, _issue(outside))
+        unseen = len(figures["unseen_categories"])
+        add("unseen_categories", column, unseen, 0.0, _issue(unseen))
     drift = result["data_drift"]
     add(
         "dataset_drift_share",
@@ -293,43 +508,47 @@ def long_rows(result: dict[str, T.Any]) -> list[dict[str, T.Any]]:
         "drift" if drift["dataset_drift"] else "ok",
     )
     for column, figures in drift["columns"].items():
-        add(
-            "drift_score",
-            column,
-            figures["score"],
-            figures["threshold"],
-            "drift" if figures["drift"] else "ok",
-        )
-    for check in ("prediction_drift", "target_drift"):
-        if result.get(check):
-            figures = result[check]
-            add(
-                f"{check}_score",
-                figures["column"],
-                figures["score"],
-                figures["threshold"],
-                "drift" if figures["drift"] else "ok",
-            )
+        add("drift_score", column, figures["score"], figures["threshold"], _drift(figures))
+    outputs = [
+        ("prediction_drift_score", result.get("prediction_drift")),
+        *(("prediction_drift_score", f) for f in (result.get("score_drift") or {}).values()),
+        ("target_drift_score", result.get("target_drift")),
+    ]
+    for check, figures in outputs:
+        if figures:
+            add(check, figures["column"], figures["score"], figures["threshold"], _drift(figures))
     performance = result.get("performance")
     if performance:
+        metric = performance["metric"]
         add("label_coverage", "*", performance["label_coverage"])
         for name, value in (performance.get("current") or {}).items():
-            add(name, "*", value)
+            add("performance", name, value)
+        for name, value in (performance.get("reference") or {}).items():
+            add("performance_reference", name, value)
+        add("performance_relative_change", metric, performance.get("relative_change"))
         add(
-            "rmse_relative_change",
-            "*",
-            performance.get("rmse_relative_change"),
-            performance.get("threshold"),
+            "performance_degradation",
+            metric,
+            performance.get("degradation"),
+            performance["threshold"],
             "degraded" if performance.get("degraded") else "ok",
         )
     for segment in result["segments"]:
-        add("segment_rmse", f"{segment['segment']}={segment['value']}", segment["rmse"])
+        add("segment_performance", f"{segment['segment']}={segment['value']}", segment["current"])
     service = result.get("service")
     if service:
         add("rows_per_hour", "*", service["rows_per_hour"])
         for name, value in service["latency_ms"].items():
             add(f"latency_{name}_ms", "*", value)
     return rows
+
+
+def _issue(value: float) -> str:
+    return "issue" if value else "ok"
+
+
+def _drift(figures: dict[str, T.Any]) -> str:
+    return "drift" if figures["drift"] else "ok"
 
 
 _Result = T.TypeVar("_Result")
@@ -345,8 +564,30 @@ def _per_column(work: T.Callable[[str], _Result], columns: list[str]) -> dict[st
         return dict(zip(columns, pool.map(work, columns), strict=True))
 
 
-def _numbers(values: pd.Series) -> np.ndarray:
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+def _values(values: pd.Series, kind: Kind) -> np.ndarray:
+    """What a detector scores: numbers for a numeric column (text reads as missing), and for
+    a categorical one its numbers, or its values as they are (text, booleans)."""
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if kind == "numeric" or numeric:
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    array = values.to_numpy(dtype=object)
+    array[values.isna().to_numpy()] = None  # NaN, None or pd.NA alike: missing
+    return array
+
+
+def _labels(values: pd.Series) -> np.ndarray:
+    """Class labels as one type: whole numbers as integers (a label stored as 1.0 is class 1),
+    anything else as it is."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.to_numpy(dtype=float)
+        return numbers.astype(np.int64) if np.all(numbers == np.round(numbers)) else numbers
+    return values.to_numpy(dtype=object)
+
+
+def _relative_change(current: float | None, reference: float | None) -> float | None:
+    if current is None or reference is None or reference == 0:
+        return None
+    return (current - reference) / abs(reference)
 
 
 def _single_drift(results: dict[str, DriftResult]) -> dict[str, T.Any] | None:
@@ -363,32 +604,24 @@ def _drift_dict(result: DriftResult) -> dict[str, T.Any]:
     }
 
 
-def _performance(frame: pd.DataFrame) -> dict[str, float] | None:
-    if schemas.TARGET not in frame.columns or schemas.PREDICTION not in frame.columns:
-        return None
-    labelled = frame.dropna(subset=[schemas.TARGET, schemas.PREDICTION])
-    if len(labelled) < 2:
-        return None
-    return regression_metrics(labelled[schemas.TARGET], labelled[schemas.PREDICTION])
+def _plain(value: T.Any) -> T.Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _segment_rmse(frame: pd.DataFrame, slicing: Slicing) -> dict[tuple[str, str], float]:
-    needed = [*slicing.columns, slicing.hour_column, schemas.TARGET, schemas.PREDICTION]
-    if any(column not in frame.columns for column in needed) or frame.empty:
-        return {}
-    truth = frame[schemas.TARGET].to_numpy(dtype=float)
-    predicted = frame[schemas.PREDICTION].to_numpy(dtype=float)
-    return {
-        (column, value): float(np.sqrt(np.mean((truth[mask] - predicted[mask]) ** 2)))
-        for column, value, mask in segments(frame, slicing)
-        if mask.sum() >= slicing.min_rows
-    }
+def _sorted(values: T.Iterable[T.Any]) -> list[T.Any]:
+    items = list(values)
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=str)
 
 
 def _model_version(frame: pd.DataFrame) -> str | None:
-    if schemas.MODEL_VERSION not in frame.columns or frame.empty:
+    if "model_version" not in frame.columns or frame.empty:
         return None
-    versions = sorted({str(v) for v in frame[schemas.MODEL_VERSION].dropna()})
+    versions = sorted({str(v) for v in frame["model_version"].dropna()})
     return ",".join(versions) or None
 
 

@@ -13,15 +13,16 @@ import pyarrow.parquet as pq
 import pydantic as pdt
 
 from bikes.core.errors import InputError
-from bikes.core.schemas import TIMESTAMP
 
 
 class ParquetReader(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """Read one parquet file; ``limit`` keeps the first rows only (handy for quick runs)."""
 
-    KIND: T.Literal["ParquetReader"] = "ParquetReader"
-    path: str
-    limit: int | None = pdt.Field(default=None, gt=0)
+    KIND: T.Literal["ParquetReader"] = pdt.Field(
+        default="ParquetReader", description="The reader's kind."
+    )
+    path: str = pdt.Field(description="The parquet file.")
+    limit: int | None = pdt.Field(default=None, gt=0, description="Read the first rows only.")
 
     def read(self) -> pd.DataFrame:
         file = Path(self.path)
@@ -47,8 +48,10 @@ class ParquetReader(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
 class ParquetWriter(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """Write one parquet file atomically: a crash mid-write never leaves half a file behind."""
 
-    KIND: T.Literal["ParquetWriter"] = "ParquetWriter"
-    path: str
+    KIND: T.Literal["ParquetWriter"] = pdt.Field(
+        default="ParquetWriter", description="The writer's kind."
+    )
+    path: str = pdt.Field(description="The parquet file, replaced atomically.")
 
     def write(self, frame: pd.DataFrame) -> Path:
         file = Path(self.path)
@@ -83,7 +86,7 @@ def write_text(path: str | Path, text: str) -> Path:
     return file
 
 
-def read_hourly_csv(path: str | Path) -> pd.DataFrame:
+def read_hourly_csv(path: str | Path, timestamp: str = "timestamp") -> pd.DataFrame:
     """The UCI hourly CSV with an event ``timestamp`` built from ``dteday`` and ``hr``."""
     file = Path(path)
     if not file.is_file():
@@ -101,5 +104,5 @@ def read_hourly_csv(path: str | Path) -> pd.DataFrame:
         examples = ", ".join(f"row {row}: {frame['dteday'].iloc[row]!r}" for row in bad_rows[:5])
         raise InputError(f"{file}: dteday is not a YYYY-MM-DD date ({examples})")
     timestamps = days + pd.to_timedelta(frame["hr"], unit="h")
-    frame.insert(0, TIMESTAMP, timestamps.astype("datetime64[ns]"))
+    frame.insert(0, timestamp, timestamps.astype("datetime64[ns]"))
     return frame

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing as T
 
 import mlflow
 import numpy as np
@@ -96,7 +97,12 @@ def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | 
 
 
 def predict(model: PyFuncModel, ref: ModelRef, features: pd.DataFrame) -> np.ndarray:
-    """Predict through the pyfunc, so the model's signature is enforced on our data."""
+    """Predict through the pyfunc, so the model's signature is enforced on our data.
+
+    Floating-point numbers come back as float64; integer, boolean and text classes stay what
+    they are. A pyfunc that answers with one column per class (probabilities) is reduced to the
+    most probable class: ``scores`` gives the probabilities themselves.
+    """
     try:
         predictions = model.predict(features)
     except MlflowException as error:
@@ -105,7 +111,60 @@ def predict(model: PyFuncModel, ref: ModelRef, features: pd.DataFrame) -> np.nda
         raise InputError(
             f"{ref.uri}: its signature does not match the data ({first_line(ValueError(detail))})"
         ) from None
-    return np.asarray(predictions, dtype=float).reshape(-1)
+    if isinstance(predictions, pd.DataFrame) and predictions.shape[1] > 1:
+        classes: np.ndarray = np.asarray(predictions.columns)
+        return np.asarray(classes[predictions.to_numpy().argmax(axis=1)])
+    values: np.ndarray = np.asarray(predictions)
+    if values.ndim == 2 and values.shape[1] > 1:
+        return np.asarray(values.argmax(axis=1))
+    values = values.reshape(-1)
+    if values.dtype.kind == "f":
+        return values.astype(float)
+    return values  # integer, boolean or text classes (or integer predictions) as they are
+
+
+def scores(model: PyFuncModel, features: pd.DataFrame) -> tuple[list[T.Any], np.ndarray] | None:
+    """``(classes, probabilities)`` of a classifier, or None when the model gives no scores.
+
+    An sklearn model's ``predict_proba`` (MLflow's pyfunc answers with classes only), or a
+    pyfunc that itself answers with one probability column per class.
+    """
+    try:
+        raw = model.get_raw_model()
+    except (MlflowException, AttributeError, NotImplementedError):
+        raw = None
+    if raw is not None and hasattr(raw, "predict_proba") and hasattr(raw, "classes_"):
+        probabilities = np.asarray(raw.predict_proba(features), dtype=float)
+        return list(raw.classes_), probabilities
+    answer = model.predict(features)
+    if isinstance(answer, pd.DataFrame) and answer.shape[1] > 1:
+        return list(answer.columns), answer.to_numpy(dtype=float)
+    return None
+
+
+def signature_inputs(model: PyFuncModel) -> list[tuple[str, str]] | None:
+    """The model signature's named inputs as ``(name, type)``, or None without a signature."""
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return None
+    return [(str(spec.name), _type_name(spec)) for spec in schema.inputs]
+
+
+def signature_inputs_of(ref: ModelRef) -> list[tuple[str, str]] | None:
+    """``signature_inputs`` from the version's metadata alone, without loading the model."""
+    try:
+        info = mlflow.models.get_model_info(ref.uri)
+    except (MlflowException, OSError) as error:
+        raise InputError(f"{ref.uri}: metadata unreadable ({first_line(error)})") from None
+    schema = info.signature.inputs if info.signature is not None else None
+    if schema is None or not schema.has_input_names():
+        return None
+    return [(str(spec.name), _type_name(spec)) for spec in schema.inputs]
+
+
+def _type_name(spec: T.Any) -> str:
+    kind = getattr(spec, "type", None)
+    return str(getattr(kind, "name", kind))
 
 
 def version_tag(client: MlflowClient, ref: ModelRef, key: str) -> str | None:

@@ -12,6 +12,7 @@ import typing as T
 
 import numpy as np
 
+from bikes.core.monitoring import HIGHER_IS_BETTER, STATUSES
 from bikes.io import charts
 
 if T.TYPE_CHECKING:
@@ -20,7 +21,7 @@ if T.TYPE_CHECKING:
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1200px}
 h1{margin-bottom:.2rem}.status{display:inline-block;padding:.2rem .6rem;border-radius:.3rem;color:#fff}
-.no_detection{background:#2e7d32}.potential{background:#ef6c00}.detected{background:#c62828}
+.no_detection{background:#2e7d32}.potential{background:#ef6c00}.detected{background:#c62828}.no_data{background:#6a1b9a}
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:right}
 th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}.drift{color:#c62828;font-weight:600}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:.5rem}
@@ -43,7 +44,7 @@ def distributions_chart(panels: list[tuple[str, Detector, np.ndarray, bool]]) ->
                     reference=detector.reference_shares,
                     current=current_shares,
                     edges=detector.edges if numeric else None,
-                    labels=() if numeric else (*(f"{c:g}" for c in detector.categories), "unseen"),
+                    labels=() if numeric else (*(_label(c) for c in detector.categories), "unseen"),
                     drift=drift,
                 )
             )
@@ -52,23 +53,24 @@ def distributions_chart(panels: list[tuple[str, Detector, np.ndarray, bool]]) ->
 
 
 def performance_chart(windows: list[dict[str, T.Any]]) -> str | None:
-    points = [
-        (
-            str(w["window"]["start"])[:10],
-            w["performance"]["current"]["rmse"],
-            w["performance"]["reference"]["rmse"],
-        )
-        for w in windows
-        if (w.get("performance") or {}).get("current") and w["performance"].get("reference")
-    ]
+    """The watched metric per window against the reference's, where both are known."""
+    points = []
+    for w in windows:
+        performance = w.get("performance") or {}
+        metric = performance.get("metric")
+        now, before = performance.get("current") or {}, performance.get("reference") or {}
+        if metric in now and metric in before:
+            points.append((str(w["window"]["start"])[:10], metric, now[metric], before[metric]))
     if not points:
         return None
+    metric = points[-1][1]
+    better = "higher" if metric in HIGHER_IS_BETTER else "lower"
     return charts.line_svg(
-        "RMSE per window against the reference",
+        f"{metric} per window against the reference",
         [p[0] for p in points],
-        [p[1] for p in points],
-        points[0][2],
-        "RMSE, bikes per hour",
+        [p[2] for p in points],
+        points[0][3],
+        f"{metric} ({better} is better)",
     )
 
 
@@ -80,9 +82,7 @@ def render(
 ) -> str:
     """The whole report as one HTML string; distributions are for the latest window."""
     last = windows[-1]
-    status = max(
-        (w["status"] for w in windows), key=("no_detection", "potential", "detected").index
-    )
+    status = max((w["status"] for w in windows), key=STATUSES.index)
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body>",
@@ -90,8 +90,10 @@ def render(
         f"<p>Overall status <span class='status {status}' id='status'>{status}</span> over "
         f"{len(windows)} window(s); latest window {html.escape(str(last['window']['start']))} .. "
         f"{html.escape(str(last['window']['end']))}, {last['window']['rows']} rows, "
+        f"{last['data_quality']['rejected_rows']} rejected, "
         f"{last['data_drift']['drifted_columns']} drifted column(s) "
         f"(share {last['data_drift']['drift_share']:.2f}).</p>",
+        _missing_columns(last),
         _windows_table(windows),
     ]
     chart = performance_chart(windows)
@@ -128,16 +130,26 @@ def _windows_table(windows: list[dict[str, T.Any]]) -> str:
     rows = []
     for w in windows:
         performance = w.get("performance") or {}
-        rmse = (performance.get("current") or {}).get("rmse")
-        change = performance.get("rmse_relative_change")
+        metric = performance.get("metric")
+        figure = (performance.get("current") or {}).get(metric)
+        change = performance.get("relative_change")
         rows.append(
             f"<tr><td>{html.escape(str(w['window']['start']))}</td><td>{w['window']['rows']}</td>"
+            f"<td>{w['data_quality']['rejected_rows']}</td>"
             f"<td class='{w['status']}'>{w['status']}</td><td>{w['data_drift']['drift_share']:.2f}</td>"
-            f"<td>{'' if rmse is None else f'{rmse:.1f}'}</td><td>{'' if change is None else f'{change:+.0%}'}</td>"
+            f"<td>{html.escape(metric or '')}</td><td>{_number(figure)}</td><td>{'' if change is None else f'{change:+.0%}'}</td>"
             f"<td>{performance.get('label_coverage', float('nan')):.0%}</td></tr>"
         )
-    head = "<tr><th>window</th><th>rows</th><th>status</th><th>drift share</th><th>RMSE</th><th>RMSE vs reference</th><th>labelled</th></tr>"
+    head = "<tr><th>window</th><th>rows</th><th>rejected</th><th>status</th><th>drift share</th><th>metric</th><th>value</th><th>vs reference</th><th>labelled</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _missing_columns(window: dict[str, T.Any]) -> str:
+    missing = window["data_quality"]["missing_columns"]
+    if not missing:
+        return ""
+    names = ", ".join(html.escape(str(c)) for c in missing)
+    return f"<p class='drift' id='missing-columns'>Missing from the latest window: {names}.</p>"
 
 
 def _drift_entries(window: dict[str, T.Any]) -> dict[str, dict[str, T.Any]]:
@@ -146,6 +158,7 @@ def _drift_entries(window: dict[str, T.Any]) -> dict[str, dict[str, T.Any]]:
     for key in ("prediction_drift", "target_drift"):
         if window.get(key):
             entries[window[key]["column"]] = window[key]
+    entries.update(window.get("score_drift") or {})
     return entries
 
 
@@ -164,10 +177,25 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
+def _label(category: T.Any) -> str:
+    """A category as a chart label: numbers compact (3, not 3.0), anything else as text."""
+    if isinstance(category, float | np.floating):
+        return f"{category:g}"
+    return str(category)
+
+
 def _quality_table(window: dict[str, T.Any]) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(c)}</td><td>{q['missing_share']:.2%}</td><td>{q['out_of_range_share']:.2%}</td>"
+        f"<tr><td>{html.escape(str(c))}{' (missing column)' if q.get('missing_column') else ''}</td>"
+        f"<td>{q['missing_share']:.2%}</td><td>{q['out_of_range_share']:.2%}</td>"
         f"<td>{html.escape(', '.join(map(str, q['unseen_categories'])))}</td></tr>"
         for c, q in window["data_quality"]["columns"].items()
     )
-    return f"<table><tr><th>column</th><th>missing</th><th>out of range</th><th>unseen categories</th></tr>{rows}</table>"
+    quality = window["data_quality"]
+    share = quality["rejected_share"]
+    note = (
+        f"<p>{quality['rejected_rows']} row(s) rejected by the service"
+        + ("" if share is None else f" ({share:.2%} of the rows received)")
+        + "; the shares below count accepted and rejected rows together.</p>"
+    )
+    return f"{note}<table><tr><th>column</th><th>missing</th><th>out of range</th><th>unseen categories</th></tr>{rows}</table>"

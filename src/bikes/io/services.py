@@ -24,8 +24,12 @@ LOG_FORMAT = (
 class LoggerService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """Loguru on stderr, so stdout stays free for machine-readable output."""
 
-    level: T.Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
-    colorize: bool | None = None
+    level: T.Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = pdt.Field(
+        default="INFO", description="The least severe level logged."
+    )
+    colorize: bool | None = pdt.Field(
+        default=None, description="Colours in the log (default: when stderr is a terminal)."
+    )
 
     def start(self) -> None:
         logger.remove()
@@ -49,10 +53,20 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     over the config, so one job file runs against the local SQLite file or a shared server.
     """
 
-    tracking_uri: str = "sqlite:///mlflow.db"
-    registry_uri: str | None = None
-    experiment_name: str = "bikes"
-    artifact_root: str = "mlartifacts"
+    tracking_uri: str = pdt.Field(
+        default="sqlite:///mlflow.db",
+        description="MLflow tracking store (MLFLOW_TRACKING_URI in the environment wins).",
+    )
+    registry_uri: str | None = pdt.Field(
+        default=None,
+        description="MLflow model registry (default: the tracking store; MLFLOW_REGISTRY_URI "
+        "wins).",
+    )
+    experiment_name: str = pdt.Field(default="bikes", description="The MLflow experiment.")
+    artifact_root: str = pdt.Field(
+        default="mlartifacts",
+        description="Where a local tracking store keeps artifacts of new experiments.",
+    )
 
     @property
     def effective_tracking_uri(self) -> str:

@@ -1,53 +1,94 @@
-"""The capture store: every prediction the service made, and the labels that came later.
+"""The capture store: every prediction a service made, the labels that came later, and the
+rows it rejected.
 
 SQLAlchemy 2 Core over SQLite (WAL mode, the default) or PostgreSQL (``postgresql+psycopg``).
-Writes are idempotent on ``prediction_id`` (a replayed spool never duplicates a row) and a
-label sent twice keeps the latest value.
+One store holds several models (``model_name`` on every row) of any contract: the inputs, the
+prediction (a number or a class, its type kept) and the scores are JSON, so the tables do not
+depend on a model's features. Writes are idempotent on ``prediction_id`` / ``rejection_id``
+(a replayed spool never duplicates a row) and a label sent twice keeps the latest value.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import os
 import typing as T
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bikes.core import schemas
 from bikes.core.errors import InputError, first_line
 
 STORE_URI_VARIABLE = "BIKES_STORE_URI"
 PREDICTIONS = "predictions"
 LABELS = "labels"
-_SQL_TYPES: dict[type, type[sa.types.TypeEngine[T.Any]]] = {int: sa.Integer, float: sa.Float}
+REJECTED = "rejected_rows"
+# A rejected row is kept as received, within bounds: a client cannot fill the store.
+MAX_RAW_VALUE_CHARS = 200
+MAX_RAW_ROW_CHARS = 4096
+MAX_FIELD_CHARS = 200
+MAX_REASON_CHARS = 1000
+
+# The columns ``read`` returns around the inputs and scores, in order.
+PREDICTION_COLUMNS = (
+    "prediction_id",
+    "event_time",
+    "received_time",
+    "model_name",
+    "model_version",
+    "latency_ms",
+)
+REJECTED_COLUMNS = (
+    "event_time",
+    "received_time",
+    "model_name",
+    "model_version",
+    "row",
+    "field",
+    "reason",
+)
 
 
-def _tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+def _tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
     predictions = sa.Table(
         PREDICTIONS,
         metadata,
         sa.Column("prediction_id", sa.String(36), primary_key=True),
         sa.Column("event_time", sa.DateTime, nullable=False, index=True),
         sa.Column("received_time", sa.DateTime, nullable=False, index=True),
-        sa.Column("model_name", sa.String(200), nullable=False),
+        sa.Column("model_name", sa.String(200), nullable=False, index=True),
         sa.Column("model_version", sa.String(20), nullable=False),
         sa.Column("latency_ms", sa.Float, nullable=False),
-        sa.Column("prediction", sa.Float, nullable=False),
-        *(
-            sa.Column(feature.name, _SQL_TYPES[feature.dtype], nullable=True)
-            for feature in schemas.FEATURES
-        ),
+        sa.Column("inputs", sa.JSON, nullable=False),  # {feature: value}, as validated
+        sa.Column("prediction", sa.JSON, nullable=False),  # a number or a class
+        sa.Column("scores", sa.JSON(none_as_null=True), nullable=True),  # {score column: p}
     )
     labels = sa.Table(
         LABELS,
         metadata,
         sa.Column("prediction_id", sa.String(36), primary_key=True),
         sa.Column("label_time", sa.DateTime, nullable=False, index=True),
-        sa.Column("target", sa.Float, nullable=False),
+        sa.Column("target", sa.JSON, nullable=False),  # a number or a class
     )
-    return predictions, labels
+    rejected = sa.Table(
+        REJECTED,
+        metadata,
+        sa.Column("rejection_id", sa.String(36), primary_key=True),
+        sa.Column("received_time", sa.DateTime, nullable=False, index=True),
+        # The row's own event time when it could be read, else when it was received.
+        sa.Column("event_time", sa.DateTime, nullable=True, index=True),
+        sa.Column("model_name", sa.String(200), nullable=False, index=True),
+        sa.Column("model_version", sa.String(20), nullable=False),
+        sa.Column("row", sa.Integer, nullable=False),  # its index in the request
+        sa.Column("field", sa.String(MAX_FIELD_CHARS), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("raw", sa.Text, nullable=False),  # the row as received, JSON, capped
+    )
+    return predictions, labels, rejected
 
 
 def configured_uri(uri: str) -> str:
@@ -62,17 +103,83 @@ def _sqlite_wal(dbapi_connection: T.Any, _: T.Any) -> None:
     cursor.close()
 
 
+def native(value: T.Any) -> T.Any:
+    """A numpy scalar as the Python value JSON knows (classes may be ``np.int64``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _finite(value: T.Any) -> T.Any:
+    """NaN and infinities are not JSON (PostgreSQL refuses them): they are stored as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_default(value: T.Any) -> T.Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_ENCODER = json.JSONEncoder(default=json_default, separators=(",", ":"))  # one, not one a call
+
+
+def dumps(value: T.Any) -> str:
+    """Strict JSON for the JSON columns: numpy scalars as plain values, NaN as null."""
+    text = _ENCODER.encode(value)
+    if "NaN" in text or "Infinity" in text:
+        text = _ENCODER.encode(_finite(value))
+    return text
+
+
+def raw_row(values: T.Any, first: T.Sequence[str] = ()) -> str:
+    """A rejected row as received, for the ``raw`` column: JSON, each value at most
+    ``MAX_RAW_VALUE_CHARS`` (longer text is cut, nested values become cut JSON text), the whole
+    at most ``MAX_RAW_ROW_CHARS``; keys in ``first`` (the contract's columns) are kept first."""
+    if not isinstance(values, dict):
+        values = {"_row": values}
+    keys = [k for k in first if k in values] + [k for k in values if k not in set(first)]
+    kept: dict[str, T.Any] = {}
+    size = 2  # the braces
+    for key in keys:
+        value = _capped(values[key])
+        name = str(key)[:MAX_RAW_VALUE_CHARS]
+        item = len(json.dumps({name: value}, default=str)) - 2 + 1  # "k":v plus a comma
+        if size + item > MAX_RAW_ROW_CHARS:
+            break
+        kept[name] = value
+        size += item
+    return json.dumps(kept, default=str)
+
+
+def _capped(value: T.Any) -> T.Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value[:MAX_RAW_VALUE_CHARS]
+    return json.dumps(value, default=str)[:MAX_RAW_VALUE_CHARS]
+
+
 class Store:
     """Tables, idempotent writes and time-window reads over one database URI."""
 
     def __init__(self, uri: str, schema: str | None = None) -> None:
         self.uri = uri
-        self.engine = sa.create_engine(uri, pool_pre_ping=True)
+        self.engine = sa.create_engine(uri, pool_pre_ping=True, json_serializer=dumps)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_wal)
             schema = None  # SQLite has no schemas
         self.metadata = sa.MetaData(schema=schema)
-        self.predictions, self.labels = _tables(self.metadata)
+        self.predictions, self.labels, self.rejected = _tables(self.metadata)
+        self._layout_checked = False
 
     @property
     def safe_uri(self) -> str:
@@ -80,16 +187,50 @@ class Store:
         return self.engine.url.render_as_string(hide_password=True)
 
     def create(self) -> None:
-        """Create the schema and tables if missing; an unreachable database names itself."""
+        """Create the schema and tables if missing; an unreachable database names itself, and
+        so does one whose tables an older bikes created (a feature column each)."""
         try:
             with self.engine.begin() as connection:
                 if self.metadata.schema:
                     connection.execute(
                         sa.schema.CreateSchema(self.metadata.schema, if_not_exists=True)
                     )
+                self._check_layout(connection, require=False)
                 self.metadata.create_all(connection)
         except sa.exc.SQLAlchemyError as error:
             raise InputError(f"store {self.safe_uri}: unreachable ({first_line(error)})") from None
+        self._layout_checked = True
+
+    def _check_layout(self, connection: sa.Connection, require: bool) -> None:
+        """Existing tables must have this layout; ``require``: they must exist, too."""
+        inspector = sa.inspect(connection)
+        schema = self.metadata.schema
+        if require and not inspector.has_table(PREDICTIONS, schema=schema):
+            raise InputError(
+                f"store {self.safe_uri}: no {PREDICTIONS} table, nothing was captured here "
+                "(is this the prediction service's store_uri?)"
+            )
+        for table in (self.predictions, self.labels, self.rejected):
+            if not inspector.has_table(table.name, schema=schema):
+                if require:
+                    self._older(f"it has no {table.name} table")
+                continue
+            present = {column["name"] for column in inspector.get_columns(table.name, schema)}
+            lacking = [column.name for column in table.columns if column.name not in present]
+            if lacking:
+                self._older(f"table {table.name} lacks column(s) {', '.join(lacking)}")
+
+    def _older(self, detail: str) -> T.NoReturn:
+        raise InputError(
+            f"store {self.safe_uri}: created by an older bikes ({detail}; its tables hold one "
+            "column per bike feature): point the store URI at a new database (or schema); "
+            "bikes does not migrate captured rows"
+        )
+
+    def _checked(self, connection: sa.Connection) -> None:
+        if not self._layout_checked:
+            self._check_layout(connection, require=True)
+            self._layout_checked = True
 
     def reachable(self) -> bool:
         try:
@@ -103,18 +244,26 @@ class Store:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table)
 
+    # -- writes -------------------------------------------------------------------------------
     def write_predictions(self, rows: T.Sequence[dict[str, T.Any]]) -> None:
-        """Insert rows; a ``prediction_id`` already stored is skipped, never duplicated."""
+        """Insert predictions; a ``prediction_id`` already stored is skipped, never duplicated.
+
+        A row: ``prediction_id``, ``event_time``, ``received_time``, ``model_name``,
+        ``model_version``, ``latency_ms``, ``inputs`` ({feature: value}), ``prediction`` (a
+        number or a class) and, optionally, ``scores`` ({score column: probability}).
+        """
         if not rows:
             return
         statement = self._insert(self.predictions).on_conflict_do_nothing(
             index_elements=["prediction_id"]
         )
+        values = [row if "scores" in row else {**row, "scores": None} for row in rows]
         with self.engine.begin() as connection:
-            connection.execute(statement, list(rows))
+            connection.execute(statement, values)
 
     def write_labels(self, rows: T.Sequence[dict[str, T.Any]]) -> None:
-        """Upsert labels: the latest value for a prediction wins."""
+        """Upsert labels (``prediction_id``, ``label_time``, ``target``: a number or a class):
+        the latest value for a prediction wins."""
         if not rows:
             return
         insert = self._insert(self.labels)
@@ -125,6 +274,28 @@ class Store:
         with self.engine.begin() as connection:
             connection.execute(statement, list(rows))
 
+    def write_rejected(self, rows: T.Sequence[dict[str, T.Any]]) -> None:
+        """Insert rejected rows; a ``rejection_id`` already stored is skipped.
+
+        A row: ``rejection_id``, ``received_time``, ``event_time`` (or None), ``model_name``,
+        ``model_version``, ``row``, ``field``, ``reason`` and ``raw`` (``raw_row``'s JSON).
+        """
+        if not rows:
+            return
+        statement = self._insert(self.rejected).on_conflict_do_nothing(
+            index_elements=["rejection_id"]
+        )
+        values = [
+            {
+                **row,
+                "field": str(row["field"])[:MAX_FIELD_CHARS],
+                "reason": str(row["reason"])[:MAX_REASON_CHARS],
+            }
+            for row in rows
+        ]
+        with self.engine.begin() as connection:
+            connection.execute(statement, values)
+
     def known_ids(self, ids: T.Sequence[str]) -> set[str]:
         """Which of these prediction ids are stored."""
         column = self.predictions.c.prediction_id
@@ -132,39 +303,96 @@ class Store:
             found = connection.execute(sa.select(column).where(column.in_(list(ids))))
             return {row[0] for row in found}
 
+    # -- reads --------------------------------------------------------------------------------
     def read(
         self,
+        model_name: str | None = None,
         start: dt.datetime | None = None,
         end: dt.datetime | None = None,
         latest: int | None = None,
     ) -> pd.DataFrame:
-        """Predictions by event-time window ``[start, end)`` or the latest N, with their labels."""
+        """Predictions of one model (or all) by event-time window ``[start, end)`` or the latest
+        N, oldest first, with their labels.
+
+        Columns: ``prediction_id``, ``event_time``, ``received_time``, ``model_name``,
+        ``model_version``, ``latency_ms``, one per input, ``prediction``, one per score column,
+        ``target`` (missing until labelled) and ``label_time``.
+        """
         p, lab = self.predictions, self.labels
-        query = sa.select(p, lab.c.target.label(schemas.TARGET), lab.c.label_time).select_from(
-            p.outerjoin(lab, p.c.prediction_id == lab.c.prediction_id)
-        )
-        if start is not None:
-            query = query.where(p.c.event_time >= start)
-        if end is not None:
-            query = query.where(p.c.event_time < end)
+        query = sa.select(
+            *(p.c[name] for name in PREDICTION_COLUMNS),
+            *(_as_text(column) for column in (p.c.inputs, p.c.prediction, p.c.scores)),
+            _as_text(lab.c.target),
+            lab.c.label_time,
+        ).select_from(p.outerjoin(lab, p.c.prediction_id == lab.c.prediction_id))
+        query = _filtered(query, p, model_name, start, end)
         if latest is not None:
             query = query.order_by(p.c.event_time.desc(), p.c.received_time.desc()).limit(latest)
         with self.engine.connect() as connection:
+            self._checked(connection)
             frame = pd.read_sql(query, connection)
-        return frame.sort_values(["event_time", "received_time"], kind="stable").reset_index(
+        frame = frame.sort_values(["event_time", "received_time"], kind="stable").reset_index(
             drop=True
+        )
+        inputs = _expanded(_parsed(frame.pop("inputs")), frame.index)
+        scores = _expanded(_parsed(frame.pop("scores")), frame.index)
+        prediction = pd.Series(_parsed(frame.pop("prediction")), index=frame.index)
+        target = pd.Series(_parsed(frame.pop("target")), index=frame.index)
+        label_time = frame.pop("label_time")
+        parts = [
+            frame,
+            inputs.drop(columns=[c for c in inputs.columns if c in frame.columns]),
+            pd.DataFrame({"prediction": prediction}, index=frame.index),
+            scores.drop(columns=[c for c in scores.columns if c in frame.columns]),
+            pd.DataFrame({"target": target, "label_time": label_time}, index=frame.index),
+        ]
+        return pd.concat(parts, axis=1)
+
+    def read_rejected(
+        self,
+        model_name: str | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> pd.DataFrame:
+        """Rejected rows of one model (or all) by event-time window ``[start, end)``, oldest
+        first: ``event_time``, ``received_time``, ``model_name``, ``model_version``, ``row``,
+        ``field``, ``reason`` and one column per key of the row as received."""
+        r = self.rejected
+        query = sa.select(*(r.c[name] for name in REJECTED_COLUMNS), r.c.raw)
+        query = _filtered(query, r, model_name, start, end)
+        with self.engine.connect() as connection:
+            self._checked(connection)
+            frame = pd.read_sql(query, connection)
+        frame = frame.sort_values(["event_time", "received_time"], kind="stable").reset_index(
+            drop=True
+        )
+        values = _expanded(_parsed(frame.pop("raw")), frame.index)
+        return pd.concat(
+            [frame, values.drop(columns=[c for c in values.columns if c in frame.columns])],
+            axis=1,
         )
 
     def label_coverage(
-        self, start: dt.datetime, end: dt.datetime, step: str = "1D"
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        step: str = "1D",
+        model_name: str | None = None,
     ) -> pd.DataFrame:
         """Per window of ``step`` in ``[start, end)``: rows, labelled rows and their share."""
-        frame = self.read(start=start, end=end)
+        p, lab = self.predictions, self.labels
+        query = sa.select(
+            p.c.event_time, lab.c.prediction_id.is_not(None).label("labelled")
+        ).select_from(p.outerjoin(lab, p.c.prediction_id == lab.c.prediction_id))
+        query = _filtered(query, p, model_name, start, end)
+        with self.engine.connect() as connection:
+            self._checked(connection)
+            frame = pd.read_sql(query, connection)
         windows = pd.date_range(start, end, freq=step, inclusive="left")
         if frame.empty:
             grouped = pd.DataFrame({"rows": 0, "labelled": 0}, index=windows)
         else:
-            bucket = frame.set_index("event_time")[schemas.TARGET].notna()
+            bucket = frame.set_index("event_time")["labelled"].astype(bool)
             grouped = bucket.resample(step, origin=pd.Timestamp(start)).agg(["size", "sum"])
             grouped = grouped.rename(columns={"size": "rows", "sum": "labelled"})
             grouped = grouped.reindex(windows, fill_value=0)
@@ -174,7 +402,10 @@ class Store:
         )
 
     def count(self, table: str = PREDICTIONS) -> int:
-        target = self.predictions if table == PREDICTIONS else self.labels
+        """Rows in ``predictions``, ``labels`` or ``rejected_rows``."""
+        target = {PREDICTIONS: self.predictions, LABELS: self.labels, REJECTED: self.rejected}[
+            table
+        ]
         with self.engine.connect() as connection:
             return int(
                 connection.execute(sa.select(sa.func.count()).select_from(target)).scalar_one()
@@ -182,3 +413,42 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _filtered(
+    query: T.Any,
+    table: sa.Table,
+    model_name: str | None,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+) -> T.Any:
+    if model_name is not None:
+        query = query.where(table.c.model_name == model_name)
+    if start is not None:
+        query = query.where(table.c.event_time >= start)
+    if end is not None:
+        query = query.where(table.c.event_time < end)
+    return query
+
+
+def _as_text(column: sa.ColumnElement[T.Any]) -> sa.ColumnElement[str]:
+    """A JSON column as its text: parsed in bulk below, not value by value by the driver."""
+    return sa.cast(column, sa.Text).label(column.name)
+
+
+def _parsed(texts: pd.Series) -> list[T.Any]:
+    """JSON texts (NULL as missing) parsed at once: one C parse of one array, not one call each."""
+    return T.cast(
+        list[T.Any],
+        json.loads(
+            "[" + ",".join(t if isinstance(t, str) else "null" for t in texts.tolist()) + "]"
+        ),
+    )
+
+
+def _expanded(documents: list[T.Any], index: pd.Index) -> pd.DataFrame:
+    """One column per key of JSON objects (a missing object or key is missing)."""
+    records = [value if isinstance(value, dict) else {} for value in documents]
+    if not any(records):
+        return pd.DataFrame(index=index)
+    return pd.DataFrame.from_records(records, index=index)

@@ -17,8 +17,12 @@ class Job(abc.ABC, pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """A config with a ``run()``; ``with job:`` starts the logger and MLflow, and stops them."""
 
     KIND: str
-    logger_service: LoggerService = LoggerService()
-    mlflow_service: MlflowService = MlflowService()
+    logger_service: LoggerService = pdt.Field(
+        default=LoggerService(), description="Logging: level and colours."
+    )
+    mlflow_service: MlflowService = pdt.Field(
+        default=MlflowService(), description="MLflow tracking and registry stores."
+    )
 
     # Jobs that never touch MLflow (the data job) skip connecting to it.
     uses_mlflow: T.ClassVar[bool] = True

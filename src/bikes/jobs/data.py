@@ -11,6 +11,7 @@ from loguru import logger
 
 from bikes.core import schemas
 from bikes.core.splits import DateRange, split_by_time
+from bikes.io.contracts import ContractSpec
 from bikes.io.datasets import ParquetWriter, read_hourly_csv
 from bikes.jobs.base import Job, Locals
 
@@ -22,25 +23,36 @@ DEFAULT_SPLITS = {
 
 
 class DataJob(Job):
-    """Writes ``<output_dir>/<split>.parquet``: timestamp, the features and the target only."""
+    """The bike example's data: ``<output_dir>/<split>.parquet`` from the UCI hourly CSV,
+    holding the contract's timestamp, features and target only (``casual`` and ``registered``
+    sum to the target and never leave this job)."""
 
     KIND: T.Literal["DataJob"] = "DataJob"
     uses_mlflow: T.ClassVar[bool] = False
 
-    source: str = "data/hour.csv"
-    output_dir: str = "data/splits"
-    splits: dict[str, DateRange] = pdt.Field(default_factory=lambda: dict(DEFAULT_SPLITS))
+    source: str = pdt.Field(default="data/hour.csv", description="The UCI hourly CSV.")
+    contract: ContractSpec = pdt.Field(
+        description="The bike data contract (confs/bikes-contract.yaml): which columns to keep."
+    )
+    output_dir: str = pdt.Field(default="data/splits", description="Where the splits go.")
+    splits: dict[str, DateRange] = pdt.Field(
+        default_factory=lambda: dict(DEFAULT_SPLITS),
+        description="Split name -> inclusive date range, in time order.",
+    )
 
     def run(self) -> Locals:
-        frame = read_hourly_csv(self.source)
-        columns = [schemas.TIMESTAMP, *schemas.FEATURE_NAMES, schemas.TARGET]
-        schemas.validate(frame, schemas.INPUTS_SCHEMA, self.source)
-        schemas.validate(frame, schemas.TARGETS_SCHEMA, self.source)
-        parts = split_by_time(frame.loc[:, columns], self.splits)
+        contract = self.contract
+        timestamp = contract.timestamp or "timestamp"
+        frame = read_hourly_csv(self.source, timestamp)
+        target = contract.require_target("the data job")
+        columns = [timestamp, *contract.feature_names, target]
+        schemas.validate(frame, contract.inputs_schema(), self.source)
+        schemas.validate(frame, contract.targets_schema(), self.source)
+        parts = split_by_time(frame.loc[:, columns], self.splits, timestamp)
         paths: dict[str, str] = {}
         for name, part in parts.items():
             path = ParquetWriter(path=str(Path(self.output_dir) / f"{name}.parquet")).write(part)
-            first, last = part[schemas.TIMESTAMP].iloc[[0, -1]]
+            first, last = part[timestamp].iloc[[0, -1]]
             logger.info("{}: {} rows, {} to {} -> {}", name, len(part), first, last, path)
             paths[name] = str(path)
         return {"paths": paths, "rows": {name: len(part) for name, part in parts.items()}}

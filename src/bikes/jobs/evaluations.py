@@ -1,10 +1,13 @@
 """The deployment gate: may the candidate replace the champion? MLflow decides, we explain.
 
-Both models predict the same validated rows once; ``mlflow.models.evaluate`` scores each
-(``model_type="regressor"`` plus our ``SklearnMetric``s), ``mlflow.validate_evaluation_results``
-judges every ``Threshold``, a paired bootstrap checks that asked-for improvements exceed the
-noise, and per-segment metrics catch a model that is better on average but worse where it
-matters. The verdict is written to the run and to the candidate version before the job fails.
+Any model, any table: the contract (the job's, else the candidate version's own) names the
+task, the target and the features. Both models predict the same validated rows once (and give
+their class probabilities, for a classifier); ``mlflow.models.evaluate`` scores each
+(``model_type="regressor"`` or ``"classifier"``, plus our ``SklearnMetric``s),
+``mlflow.validate_evaluation_results`` judges every ``Threshold``, a paired bootstrap checks
+that asked-for improvements exceed the noise, and per-segment metrics catch a model that is
+better on average but worse where it matters (``bikes.core.gate``). The verdict is written to
+the run and to the candidate version before the job fails.
 """
 
 from __future__ import annotations
@@ -19,115 +22,135 @@ import pandas as pd
 import pydantic as pdt
 from loguru import logger
 from mlflow.models.evaluation.validation import ModelValidationFailedException
+from mlflow.pyfunc import PyFuncModel
 from sklearn.exceptions import UndefinedMetricWarning
 
-from bikes.core import schemas
-from bikes.core.comparison import (
-    Bootstrap,
-    Interval,
-    Slicing,
-    paired_difference_interval,
-    slice_table,
-)
-from bikes.core.errors import ConfigError, InputError
-from bikes.core.metrics import MLFLOW_REGRESSOR_METRICS, SklearnMetric, Threshold
+from bikes.core import gate, schemas
+from bikes.core.comparison import Bootstrap, Slicing, slice_table
+from bikes.core.contract import Contract
+from bikes.core.errors import ContractError, InputError
+from bikes.core.gate import VALIDATION_RUN_TAG, VALIDATION_STATUS_TAG
+from bikes.core.metrics import Labels, SklearnMetric, Threshold, as_classes
 from bikes.io import registry
+from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
 from bikes.io.datasets import ParquetReader
 from bikes.jobs.base import Job, Locals
 
-VALIDATION_STATUS_TAG = "validation_status"
-VALIDATION_RUN_TAG = "validation_run_id"
+__all__ = ["VALIDATION_RUN_TAG", "VALIDATION_STATUS_TAG", "EvaluationsJob"]
 
-DEFAULT_METRICS = [
-    SklearnMetric(name="root_mean_squared_error"),
-    SklearnMetric(name="mean_absolute_error"),
-    SklearnMetric(name="r2_score"),
-]
-DEFAULT_THRESHOLDS = {
-    # Good enough on its own; confs/evaluations.yaml also asks for a gain over the champion.
-    "root_mean_squared_error": Threshold(threshold=100.0),
-    "r2_score": Threshold(threshold=0.8),
-}
+Answer = tuple[np.ndarray, tuple[list[T.Any], np.ndarray] | None]  # predictions, (classes, probs)
 
 
-@dataclasses.dataclass
-class Verdict:
-    """One line of the gate's table."""
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """What the gate judges: the models, the contract, the validated rows and their truth,
+    each model's answers on them, and the plan of metrics and checks."""
 
-    metric: str
-    candidate: float | None
-    baseline: float | None
-    threshold: str
-    change: float | None
-    interval: Interval | None
-    passed: bool
-    reason: str
+    refs: dict[str, registry.ModelRef]  # "candidate" and, unless a first deploy, "baseline"
+    contract: Contract
+    frame: pd.DataFrame
+    truth: np.ndarray
+    labels: Labels | None
+    outputs: dict[str, gate.Outputs]
+    plan: gate.Plan
 
-    def row(self) -> dict[str, T.Any]:
-        return {
-            "metric": self.metric,
-            "candidate": self.candidate,
-            "baseline": self.baseline,
-            "threshold": self.threshold,
-            "change": self.change,
-            "interval_low": None if self.interval is None else self.interval.low,
-            "interval_high": None if self.interval is None else self.interval.high,
-            "verdict": "passed" if self.passed else "failed",
-            "reason": self.reason,
-        }
+    @property
+    def candidate(self) -> registry.ModelRef:
+        return self.refs["candidate"]
+
+    @property
+    def baseline(self) -> registry.ModelRef | None:
+        return self.refs.get("baseline")
 
 
 class EvaluationsJob(Job):
-    """Evaluate ``candidate_uri`` against ``baseline_uri`` and block it unless it is good enough."""
+    """Evaluate the candidate against the baseline and block it unless it is good enough.
+
+    ``bikes`` exits 3 when the gate blocks (MLflow's ``ModelValidationFailedException``).
+    """
 
     KIND: T.Literal["EvaluationsJob"] = "EvaluationsJob"
 
-    inputs: ParquetReader = ParquetReader(path="data/splits/test.parquet")
-    registered_model_name: str = "bikes"
-    candidate_uri: str | None = None  # default: @challenger, else the newest version
-    baseline_uri: str | None = None  # default: @champion; absent means a first deploy
-    metrics: list[SklearnMetric] = pdt.Field(default_factory=lambda: list(DEFAULT_METRICS))
-    thresholds: dict[str, Threshold] = pdt.Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    bootstrap: Bootstrap = Bootstrap()
-    slicing: Slicing = Slicing()
-    promote_on_pass: bool = False
-    champion_alias: str = "champion"
-    challenger_alias: str = "challenger"
-    explainability: bool = False  # MLflow's SHAP explanations: slow, off for the gate
-    run_name: str = "evaluations"
+    inputs: ParquetReader = pdt.Field(
+        default=ParquetReader(path="data/splits/test.parquet"),
+        description="The evaluation rows: the features and, unless `targets` is given, the "
+        "contract's target.",
+    )
+    targets: ParquetReader | None = pdt.Field(
+        default=None,
+        description="A separate table holding the target, joined to `inputs` row by row (same "
+        "number of rows): its column named as the contract's target, else its only column.",
+    )
+    contract: ContractSpec | None = pdt.Field(default=None, description=CONTRACT_DESCRIPTION)
+    registered_model: str = pdt.Field(
+        default="bikes",
+        description="The registered model whose versions are compared; the aliases below are "
+        "its aliases.",
+    )
+    candidate_uri: str | None = pdt.Field(
+        default=None,
+        description="models:/NAME@ALIAS or models:/NAME/VERSION. Default: "
+        "models:/<registered_model>@<challenger_alias>, else the newest version.",
+    )
+    baseline_uri: str | None = pdt.Field(
+        default=None,
+        description="The model to beat. Default: models:/<registered_model>@<champion_alias>; "
+        "none yet means a first deploy (absolute thresholds only).",
+    )
+    metrics: list[SklearnMetric] | None = pdt.Field(
+        default=None,
+        description="sklearn metrics computed by mlflow.models.evaluate, beyond MLflow's own. "
+        "Default: root_mean_squared_error, mean_absolute_error, r2_score (regression); "
+        "accuracy_score, f1_score, balanced_accuracy_score, and roc_auc_score, log_loss when "
+        "the models give probabilities (classification).",
+    )
+    thresholds: dict[str, Threshold] | None = pdt.Field(
+        default=None,
+        description="Bounds per metric name (a metric above, an sklearn function, or one of "
+        "MLflow's own). Default: root_mean_squared_error <= 100, r2_score >= 0.8 "
+        "(regression); balanced_accuracy_score >= chance + 0.1 and roc_auc_score >= 0.6 with "
+        "probabilities (classification).",
+    )
+    bootstrap: Bootstrap = pdt.Field(
+        default=Bootstrap(), description="The paired bootstrap an improvement must clear."
+    )
+    slicing: Slicing = pdt.Field(
+        default=Slicing(), description="Segments scored separately, and how much worse any may get."
+    )
+    promote_on_pass: bool = pdt.Field(
+        default=False, description="Move the champion alias to a candidate that passes."
+    )
+    champion_alias: str = pdt.Field(default="champion", description="The baseline's alias.")
+    challenger_alias: str = pdt.Field(default="challenger", description="The candidate's alias.")
+    explainability: bool = pdt.Field(
+        default=False,
+        description="Hand MLflow the candidate model so its evaluator explains it with SHAP "
+        "(slow; needs shap installed).",
+    )
+    run_name: str = pdt.Field(default="evaluations", description="The MLflow run's name.")
 
     @pdt.model_validator(mode="after")
     def _thresholds_name_computed_metrics(self) -> EvaluationsJob:
-        known = set(MLFLOW_REGRESSOR_METRICS) | {metric.metric_key for metric in self.metrics}
-        for name in self.thresholds:
-            if name not in known:
-                raise ValueError(
-                    f"thresholds.{name}: not a computed metric (known: {', '.join(sorted(known))})"
-                )
-        if self.slicing.metric not in known:
-            raise ValueError(f"slicing.metric: {self.slicing.metric!r} is not a computed metric")
+        """Names checked before any work: the task is not known yet, so MLflow's metrics of
+        either task are accepted here, and checked again against the task at run time."""
+        by_key = {metric.metric_key: metric for metric in self.metrics or []}
+        for name, threshold in (self.thresholds or {}).items():
+            gate.criterion(name, threshold, by_key, gate.builtin_metrics(None))
+        if self.slicing.metric is not None:
+            gate.slice_metric(self.slicing.metric, by_key)
         return self
 
     def run(self) -> Locals:
-        frame = self._read()
         client = self.mlflow_service.client()
-        candidate, baseline = self._candidate(client), self._baseline(client)
-        truth = frame[schemas.TARGET].to_numpy(dtype=float)
-        predictions = self._predict(frame, candidate, baseline)
+        evidence = self._gather(client)
+        candidate, baseline = evidence.candidate, evidence.baseline
         with mlflow.start_run(run_name=self.run_name) as run:
-            results = {
-                name: self._evaluate(
-                    name, frame, values, candidate.uri if name == "candidate" else None
-                )
-                for name, values in predictions.items()
-            }
-            verdicts = self._verdicts(truth, predictions, results)
-            slices = self._slices(frame, truth, predictions)
-            failures = [v.reason for v in verdicts if not v.passed] + self._slice_failures(slices)
-            self._record(run.info.run_id, client, candidate, baseline, verdicts, slices, failures)
-        if failures:
+            results = {name: self._evaluate(name, evidence) for name in evidence.outputs}
+            decision = self._decide(evidence, results)
+            self._record(run.info.run_id, client, evidence, decision)
+        if not decision.passed:
             raise ModelValidationFailedException(
-                f"candidate {candidate.uri} blocked: " + "; ".join(failures)
+                f"candidate {candidate.uri} blocked: " + "; ".join(decision.failures)
             )
         if self.promote_on_pass:
             registry.set_alias(client, candidate, self.champion_alias)
@@ -136,28 +159,72 @@ class EvaluationsJob(Job):
             )
         return {
             "run_id": run.info.run_id,
+            "task": evidence.contract.task,
             "candidate_version": candidate.version,
             "baseline_version": None if baseline is None else baseline.version,
-            "verdicts": [v.row() for v in verdicts],
-            "slices": slices,
+            "verdicts": [v.row() for v in decision.verdicts],
+            "slices": decision.slices,
+            "metrics": results,
         }
 
-    def _read(self) -> pd.DataFrame:
-        frame = self.inputs.read()
-        schemas.validate(frame, schemas.INPUTS_SCHEMA, self.inputs.source)
-        schemas.validate(frame, schemas.TARGETS_SCHEMA, self.inputs.source)
-        needed = [*self.slicing.columns, self.slicing.hour_column]
-        missing = [column for column in needed if column not in frame.columns]
-        if missing:
-            raise InputError(
-                f"{self.inputs.source}: slicing column(s) {', '.join(missing)} not in the data"
-            )
-        return frame.reset_index(drop=True)
+    def _gather(self, client: T.Any) -> Evidence:
+        """Read and validate the rows, resolve the contract, let each model answer once."""
+        inputs = self.inputs.read().reset_index(drop=True)
+        targets = None if self.targets is None else self.targets.read()
+        candidate, baseline = self._candidate(client), self._baseline(client)
+        refs = {"candidate": candidate} | ({} if baseline is None else {"baseline": baseline})
+        models = {name: registry.load(ref) for name, ref in refs.items()}
+        contract = resolve_contract(client, candidate, self.contract, model=models["candidate"])
+        frame, contract = self._validated(inputs, targets, contract)
+        truth = self._truth(frame, contract)
+        answers = {
+            name: self._answer(model, refs[name], frame, contract) for name, model in models.items()
+        }
+        labels = self._labels(truth, answers, contract) if contract.is_classification else None
+        outputs = {name: _outputs(answer, truth, labels) for name, answer in answers.items()}
+        plan = gate.plan(
+            contract.task,
+            metrics=self.metrics,
+            thresholds=self.thresholds,
+            slicing=self.slicing,
+            segments=contract.segments,
+            classes=0 if labels is None else len(labels.classes),
+            scores=all(o.scores is not None for o in outputs.values()),
+        )
+        self._check_slicing(frame, plan.slicing)
+        return Evidence(refs, contract, frame, truth, labels, outputs, plan)
 
+    def _decide(self, evidence: Evidence, results: dict[str, dict[str, float]]) -> gate.Decision:
+        """Thresholds, noise and one-class check (``gate.judge``), then the segments."""
+        outputs, labels, plan = evidence.outputs, evidence.labels, evidence.plan
+        baseline = outputs.get("baseline")
+        verdicts = gate.judge(
+            plan,
+            results["candidate"],
+            results.get("baseline"),
+            evidence.truth,
+            outputs["candidate"],
+            baseline,
+            self.bootstrap,
+            labels,
+        )
+        metric = plan.slice_metric
+        slices = slice_table(
+            evidence.frame,
+            evidence.truth,
+            outputs["candidate"].for_metric(metric, labels),
+            None if baseline is None else baseline.for_metric(metric, labels),
+            metric,
+            plan.slicing,
+            labels,
+        )
+        return gate.decide(verdicts, slices, plan)
+
+    # -- models ----------------------------------------------------------------------------------
     def _candidate(self, client: T.Any) -> registry.ModelRef:
         if self.candidate_uri is not None:
             return registry.resolve(client, self.candidate_uri)
-        name, alias = self.registered_model_name, self.challenger_alias
+        name, alias = self.registered_model, self.challenger_alias
         if registry.current_alias_version(client, name, alias) is not None:
             return registry.resolve(client, f"models:/{name}@{alias}")
         newest = registry.latest_version(client, name)
@@ -167,7 +234,7 @@ class EvaluationsJob(Job):
     def _baseline(self, client: T.Any) -> registry.ModelRef | None:
         if self.baseline_uri is not None:
             return registry.resolve(client, self.baseline_uri)
-        name, alias = self.registered_model_name, self.champion_alias
+        name, alias = self.registered_model, self.champion_alias
         if registry.current_alias_version(client, name, alias) is None:
             logger.warning(
                 "No {}@{}: first deploy, only the absolute thresholds apply", name, alias
@@ -175,174 +242,160 @@ class EvaluationsJob(Job):
             return None
         return registry.resolve(client, f"models:/{name}@{alias}")
 
-    def _predict(
-        self, frame: pd.DataFrame, candidate: registry.ModelRef, baseline: registry.ModelRef | None
-    ) -> dict[str, np.ndarray]:
-        """Each model predicts the same rows once; evaluation, bootstrap and slices reuse them."""
-        features = schemas.features_of(frame)
-        refs = {"candidate": candidate, "baseline": baseline}
-        return {
-            name: registry.predict(registry.load(ref), ref, features)
-            for name, ref in refs.items()
-            if ref is not None
-        }
+    # -- data ------------------------------------------------------------------------------------
+    def _validated(
+        self, inputs: pd.DataFrame, targets: pd.DataFrame | None, contract: Contract
+    ) -> tuple[pd.DataFrame, Contract]:
+        """The rows (targets joined), checked against the contract: kinds, ranges, the target."""
+        frame = inputs
+        if targets is not None:
+            frame, contract = self._join_targets(inputs, targets, contract)
+        contract.require_target("the gate")
+        source = self.inputs.source
+        contract.check_kinds(frame, source)
+        schemas.validate(frame, contract.inputs_schema(), source)
+        target_source = source if self.targets is None else self.targets.source
+        schemas.validate(frame, contract.targets_schema(), target_source)
+        return frame, contract
 
-    def _evaluate(
-        self, name: str, frame: pd.DataFrame, predictions: np.ndarray, model_uri: str | None = None
-    ) -> T.Any:
-        """``mlflow.models.evaluate`` in a child run of its own.
+    def _join_targets(
+        self, inputs: pd.DataFrame, targets: pd.DataFrame, contract: Contract
+    ) -> tuple[pd.DataFrame, Contract]:
+        """``targets``' target column next to ``inputs``, row by row."""
+        assert self.targets is not None
+        source, columns = self.targets.source, [str(c) for c in targets.columns]
+        name = contract.target
+        if name is None:
+            if len(columns) != 1:
+                raise InputError(
+                    f"{source}: {len(columns)} columns ({', '.join(columns)}): name the target "
+                    "with job.contract.target"
+                )
+            name = columns[0]
+            try:
+                contract = Contract.model_validate({**contract.model_dump(), "target": name})
+            except pdt.ValidationError as error:
+                raise ContractError(
+                    f"{source}: target {name!r} clashes with the contract "
+                    f"({error.errors()[0]['msg']})"
+                ) from None
+        elif name not in targets.columns:
+            raise InputError(
+                f"{source}: no target column {name!r} (its columns: {', '.join(columns)})"
+            )
+        if len(targets) != len(inputs):
+            raise InputError(
+                f"{self.inputs.source} has {len(inputs)} rows but {source} has {len(targets)}: "
+                "inputs and targets are joined row by row"
+            )
+        if name in inputs.columns:
+            logger.warning(
+                "{}: its {} column is replaced by {}'s", self.inputs.source, name, source
+            )
+        return inputs.assign(**{name: targets[name].to_numpy()}), contract
+
+    def _truth(self, frame: pd.DataFrame, contract: Contract) -> np.ndarray:
+        values = frame[contract.require_target("the gate")]
+        return values.to_numpy() if contract.is_classification else values.to_numpy(dtype=float)
+
+    def _check_slicing(self, frame: pd.DataFrame, slicing: Slicing) -> None:
+        missing = [column for column in slicing.needed_columns if column not in frame.columns]
+        if missing:
+            raise InputError(
+                f"{self.inputs.source}: slicing column(s) {', '.join(missing)} not in the data"
+            )
+
+    def _answer(
+        self,
+        model: PyFuncModel,
+        ref: registry.ModelRef,
+        frame: pd.DataFrame,
+        contract: Contract,
+    ) -> Answer:
+        """Predictions (through the pyfunc, so the signature is enforced) and, for a
+        classifier, its class probabilities when it gives them."""
+        inputs = registry.signature_inputs(model)
+        columns = [name for name, _ in inputs] if inputs else contract.feature_names
+        missing = [column for column in columns if column not in frame.columns]
+        if missing:
+            raise InputError(
+                f"{ref.uri}: needs column(s) {', '.join(missing)}, not in {self.inputs.source}"
+            )
+        features = frame.loc[:, columns]
+        predictions = registry.predict(model, ref, features)
+        scores = registry.scores(model, features) if contract.is_classification else None
+        if contract.is_classification and scores is None:
+            logger.info("{} gives classes only: no score-based metrics", ref.uri)
+        return predictions, scores
+
+    def _labels(self, truth: np.ndarray, answers: dict[str, Answer], contract: Contract) -> Labels:
+        seen = list(pd.unique(truth))
+        for predictions, scores in answers.values():
+            seen += list(pd.unique(predictions))
+            if scores is not None:
+                seen += list(scores[0])
+        labels = Labels.of(seen, contract.positive_class)
+        if len(labels.classes) < 2:
+            raise InputError(
+                f"{self.inputs.source}: the target {contract.target!r} holds one class only "
+                f"({labels.classes[0]!r}), and so do the predictions: nothing to judge"
+            )
+        return labels
+
+    # -- MLflow -----------------------------------------------------------------------------------
+    def _evaluate(self, name: str, evidence: Evidence) -> dict[str, float]:
+        """``mlflow.models.evaluate`` in a child run of its own; the metrics it computed.
 
         On the stored predictions by default (each model predicts once); with
         ``explainability`` the candidate's model itself is handed over, so MLflow's default
         evaluator can explain it with SHAP (slow, and only where ``shap`` is installed).
         """
-        columns = [*schemas.FEATURE_NAMES, schemas.TARGET]
-        explain = self.explainability and model_uri is not None
+        contract, labels, outputs = evidence.contract, evidence.labels, evidence.outputs[name]
+        frame, ref = evidence.frame, evidence.refs[name]
+        target = contract.require_target("the gate")
+        data = _plain_strings(frame.loc[:, [*contract.feature_names, target]])
+        explain = self.explainability and name == "candidate"
         arguments: dict[str, T.Any] = (
-            {"model": model_uri, "data": frame.loc[:, columns]}
+            {"model": ref.uri, "data": data}
             if explain
             else {
-                "data": frame.loc[:, columns].assign(**{schemas.PREDICTION: predictions}),
-                "predictions": schemas.PREDICTION,
+                "data": data.assign(**{contract.prediction: outputs.predictions}),
+                "predictions": contract.prediction,
             }
         )
+        config: dict[str, T.Any] = {"log_model_explainability": explain}
+        if labels is not None:
+            config |= {"label_list": list(labels.classes), "average": "macro"}
+            if labels.binary:
+                config["pos_label"] = labels.positive
+        extra = [
+            metric.to_mlflow(labels, outputs.scores if metric.needs_scores else None)
+            for metric in evidence.plan.metrics
+        ]
         with mlflow.start_run(run_name=name, nested=True), warnings.catch_warnings():
-            # MLflow tries each metric on the first row alone, where R2 is undefined: noise.
+            # MLflow tries each metric on the first row alone, where most are undefined: noise.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
+            for one_row in ("A single label was found", "y_pred contains classes not in y_true"):
+                warnings.filterwarnings("ignore", message=one_row, category=UserWarning)
             # Our schema forbids missing values: MLflow's hint about integer columns is noise.
             warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
             result = mlflow.models.evaluate(
                 **arguments,
-                targets=schemas.TARGET,
-                model_type="regressor",
-                extra_metrics=[metric.to_mlflow() for metric in self.metrics],
-                evaluator_config={"log_model_explainability": explain},
+                targets=target,
+                model_type="classifier" if contract.is_classification else "regressor",
+                extra_metrics=extra,
+                evaluator_config=config,
             )
-        mlflow.log_metrics({f"{name}_{key}": float(value) for key, value in result.metrics.items()})
-        return result
-
-    def _higher_is_better(self, name: str) -> bool:
-        for metric in self.metrics:
-            if metric.metric_key == name:
-                return metric.higher_is_better
-        return MLFLOW_REGRESSOR_METRICS[name]
-
-    def _sklearn_metric(self, name: str) -> SklearnMetric | None:
-        for metric in self.metrics:
-            if metric.metric_key == name:
-                return metric
-        try:
-            return SklearnMetric(name=name)
-        except pdt.ValidationError:
-            return None  # example_count and the like: no bootstrap for those
-
-    def _verdicts(
-        self, truth: np.ndarray, predictions: dict[str, np.ndarray], results: dict[str, T.Any]
-    ) -> list[Verdict]:
-        """Each threshold judged alone by MLflow, then by the noise it must clear."""
-        has_baseline = "baseline" in results
-        verdicts = []
-        for name, threshold in self.thresholds.items():
-            higher = self._higher_is_better(name)
-            candidate = float(results["candidate"].metrics[name])
-            baseline = float(results["baseline"].metrics[name]) if has_baseline else None
-            reason = "ok"
-            try:
-                mlflow.validate_evaluation_results(
-                    {name: threshold.to_mlflow(higher, with_baseline=has_baseline)},
-                    results["candidate"],
-                    results.get("baseline"),
-                )
-                passed = True
-            except ModelValidationFailedException as failure:
-                passed, reason = False, _short_reason(name, str(failure), threshold, higher)
-            interval = None
-            metric = self._sklearn_metric(name)
-            if has_baseline and self.bootstrap.enabled and metric is not None:
-                interval = paired_difference_interval(
-                    metric, truth, predictions["candidate"], predictions["baseline"], self.bootstrap
-                )
-                if (
-                    passed
-                    and threshold.asks_improvement
-                    and not interval.better_beyond_noise(higher)
-                ):
-                    passed = False
-                    reason = (
-                        f"{name}: improvement {interval.difference:+.4g} is within noise "
-                        f"({interval.confidence:.0%} interval "
-                        f"{interval.low:+.4g} .. {interval.high:+.4g})"
-                    )
-            verdicts.append(
-                Verdict(
-                    metric=name,
-                    candidate=candidate,
-                    baseline=baseline,
-                    threshold=threshold.describe(higher, with_baseline=has_baseline),
-                    change=None if baseline is None else candidate - baseline,
-                    interval=interval,
-                    passed=passed,
-                    reason=reason,
-                )
-            )
-        return verdicts
-
-    def _slices(
-        self, frame: pd.DataFrame, truth: np.ndarray, predictions: dict[str, np.ndarray]
-    ) -> pd.DataFrame:
-        metric = self._sklearn_metric(self.slicing.metric)
-        if metric is None:
-            raise ConfigError(
-                f"job.slicing.metric: {self.slicing.metric!r} is not an sklearn metric"
-            )
-        missing = [
-            c for c in [*self.slicing.columns, self.slicing.hour_column] if c not in frame.columns
-        ]
-        if missing:
-            raise InputError(
-                f"{self.inputs.source}: slicing column(s) {', '.join(missing)} not in the data"
-            )
-        return slice_table(
-            frame,
-            truth,
-            predictions["candidate"],
-            predictions.get("baseline"),
-            metric,
-            self.slicing,
-        )
-
-    def _slice_failures(self, slices: pd.DataFrame) -> list[str]:
-        if slices.empty:
-            return []
-        failed = slices[slices["verdict"] == "failed"]
-        if failed.empty:
-            return []
-        worst = failed.sort_values(
-            "relative_change", ascending=self._higher_is_better(self.slicing.metric)
-        )
-        examples = ", ".join(
-            f"{row.segment}={row.value} {row.relative_change:+.0%}"
-            for row in worst.head(3).itertuples()
-        )
-        return [
-            f"{len(failed)} segment(s) regress by more than "
-            f"{self.slicing.max_relative_regression:.0%} on {self.slicing.metric} ({examples})"
-        ]
+        figures = {key: float(value) for key, value in result.metrics.items()}
+        mlflow.log_metrics({f"{name}_{key}": value for key, value in figures.items()})
+        return figures
 
     def _record(
-        self,
-        run_id: str,
-        client: T.Any,
-        candidate: registry.ModelRef,
-        baseline: registry.ModelRef | None,
-        verdicts: list[Verdict],
-        slices: pd.DataFrame,
-        failures: list[str],
+        self, run_id: str, client: T.Any, evidence: Evidence, decision: gate.Decision
     ) -> None:
         """The verdict where people and tools look: log, run tags and tables, model version."""
-        passed = not failures
-        status = "passed" if passed else "failed"
-        table = pd.DataFrame([v.row() for v in verdicts])
+        candidate, baseline = evidence.candidate, evidence.baseline
+        table, slices = decision.table(), decision.slices
         logger.info(
             "Gate for {} against {}:\n{}",
             candidate.uri,
@@ -350,19 +403,20 @@ class EvaluationsJob(Job):
             _text_table(table),
         )
         if not slices.empty:
-            logger.info("Segments ({}):\n{}", self.slicing.metric, _text_table(slices))
+            logger.info("Segments ({}):\n{}", evidence.plan.slicing.metric, _text_table(slices))
         mlflow.set_tags(
             {
                 "candidate_version": candidate.version,
                 "baseline_version": baseline.version if baseline else "none",
-                "verdict": status,
+                "task": evidence.contract.task,
+                "verdict": decision.status,
             }
         )
         mlflow.log_table(table, "gate/verdict.json")
         mlflow.log_text(_text_table(table), "gate/verdict.txt")
         if not slices.empty:
             mlflow.log_table(slices, "gate/slices.json")
-        for v in verdicts:
+        for v in decision.verdicts:
             if v.interval is not None:
                 mlflow.log_metrics(
                     {
@@ -372,23 +426,27 @@ class EvaluationsJob(Job):
                     }
                 )
         registry.set_tags(
-            client, candidate, {VALIDATION_STATUS_TAG: status, VALIDATION_RUN_TAG: run_id}
+            client, candidate, {VALIDATION_STATUS_TAG: decision.status, VALIDATION_RUN_TAG: run_id}
         )
-        (logger.success if passed else logger.error)(
-            "Gate {} for {} version {}", status.upper(), candidate.name, candidate.version
+        (logger.success if decision.passed else logger.error)(
+            "Gate {} for {} version {}", decision.status.upper(), candidate.name, candidate.version
         )
 
 
-def _short_reason(name: str, message: str, threshold: Threshold, higher: bool) -> str:
-    """MLflow's verdict, one clause per failed check, instead of its paragraph."""
-    clauses = []
-    if "value threshold check failed" in message:
-        clauses.append(f"{'below' if higher else 'above'} {threshold.threshold:g}")
-    if "absolute change check failed" in message:
-        clauses.append(f"not {threshold.min_absolute_change:g} better than the baseline")
-    if "relative change check failed" in message:
-        clauses.append(f"not {threshold.min_relative_change:.1%} better than the baseline")
-    return f"{name}: {', '.join(clauses) or ' '.join(message.split())}"
+def _outputs(answer: Answer, truth: np.ndarray, labels: Labels | None) -> gate.Outputs:
+    predictions, scores = answer
+    if labels is None:
+        return gate.Outputs(predictions=predictions)
+    return gate.Outputs(
+        predictions=as_classes(predictions, truth),
+        scores=None if scores is None else labels.align(*scores),
+    )
+
+
+def _plain_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """pandas' ``str`` columns as ``object``: MLflow's SHAP evaluator takes numpy dtypes only."""
+    text = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
+    return frame.astype(dict.fromkeys(text, object)) if text else frame
 
 
 def _text_table(table: pd.DataFrame) -> str:

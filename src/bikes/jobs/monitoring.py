@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import operator
@@ -13,11 +14,18 @@ import pydantic as pdt
 from loguru import logger
 from tqdm import tqdm
 
-from bikes.core import schemas
 from bikes.core.comparison import Slicing
-from bikes.core.errors import InputError, MonitoringFindingError
-from bikes.core.monitoring import STATUSES, DriftSettings, Monitor, long_rows
-from bikes.io import reports
+from bikes.core.contract import Contract
+from bikes.core.errors import ContractError, InputError, MonitoringFindingError
+from bikes.core.monitoring import (
+    STATUSES,
+    DriftSettings,
+    Monitor,
+    PerformanceSettings,
+    long_rows,
+)
+from bikes.io import registry, reports
+from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
 from bikes.io.datasets import ParquetReader, write_text
 from bikes.io.monitoring import (
     ChampionReference,
@@ -41,11 +49,18 @@ COMPARISONS = {
 class AlertRule(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """Fire when a window's ``check`` on ``column`` (``*``: any) compares true to ``threshold``."""
 
-    check: str
-    column: str = "*"
-    comparison: T.Literal[">", ">=", "<", "<=", "=="] = ">="
-    threshold: float
-    severity: T.Literal["info", "warning", "critical"] = "warning"
+    check: str = pdt.Field(
+        description="A check of the monitoring_metrics rows: status, dataset_drift_share, "
+        "drift_score, performance_degradation, rejected_share, missing_share, label_coverage..."
+    )
+    column: str = pdt.Field(default="*", description="The row's column; * matches any.")
+    comparison: T.Literal[">", ">=", "<", "<=", "=="] = pdt.Field(
+        default=">=", description="How the row's value compares to threshold to fire."
+    )
+    threshold: float = pdt.Field(description="The value compared with.")
+    severity: T.Literal["info", "warning", "critical"] = pdt.Field(
+        default="warning", description="Carried to the channels."
+    )
 
     @property
     def key(self) -> str:
@@ -59,6 +74,7 @@ class AlertRule(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         )
 
 
+# status 2 is detected, 3 no_data: both alert.
 DEFAULT_RULES = [
     AlertRule(check="status", comparison=">=", threshold=2, severity="critical"),
     AlertRule(check="dataset_drift_share", threshold=0.5, severity="warning"),
@@ -66,58 +82,121 @@ DEFAULT_RULES = [
 
 
 class MonitoringJob(Job):
-    """Compare production windows (``current``) with a ``reference`` and report everywhere."""
+    """Compare production windows (``current``) with a ``reference`` and report everywhere.
+
+    Any contract: the watched columns are the contract's features (the reference model's own
+    contract by default, or every other column of a parquet reference), drift and quality
+    follow each feature's kind, performance the task's metrics.
+    """
 
     KIND: T.Literal["MonitoringJob"] = "MonitoringJob"
 
+    registered_model: str = pdt.Field(
+        default="bikes",
+        description="The model monitored: the store rows of this model_name, the default "
+        "reference models:/<registered_model>@champion, and the model_name of the "
+        "monitoring_metrics rows.",
+    )
+    contract: ContractSpec | None = pdt.Field(
+        default=None,
+        description=CONTRACT_DESCRIPTION + " With a parquet reference and no contract: every "
+        "column that is not target, prediction, score, timestamp or id is a feature.",
+    )
     reference: ChampionReference | ParquetReader = pdt.Field(
-        default_factory=ChampionReference, discriminator="KIND"
+        default_factory=ChampionReference,
+        discriminator="KIND",
+        description="The baseline: a registered version's reference data (ChampionReference) "
+        "or any parquet table (ParquetReader) with the features, and, for performance, the "
+        "target and prediction columns.",
     )
     current: StoreReader | ParquetReader = pdt.Field(
-        default_factory=StoreReader, discriminator="KIND"
+        default_factory=StoreReader,
+        discriminator="KIND",
+        description="Production: windows of the capture store (StoreReader) or one parquet "
+        "table (ParquetReader; its window spans the contract's timestamp column).",
     )
-    columns: list[str] | None = None
-    drift: DriftSettings = DriftSettings()
-    slicing: Slicing = Slicing()
-    performance_threshold: float = pdt.Field(default=0.2, gt=0)  # RMSE up 20%: degraded
-    results_path: str = "outputs/monitoring.json"
-    report_path: str = "outputs/monitoring.html"
-    metrics_store_uri: str | None = None  # default: the current reader's store, else none
-    alerts: list[AlertRule] = pdt.Field(default_factory=lambda: list(DEFAULT_RULES))
-    channels: list[Channel] = pdt.Field(default_factory=lambda: [Channel()])
-    fail_on: T.Literal["never", "potential", "detected"] = "never"
-    run_name: str = "monitoring"
+    columns: list[str] | None = pdt.Field(
+        default=None,
+        description="Watch only these columns (each must be in the reference). Default: "
+        "every feature of the contract.",
+    )
+    drift: DriftSettings = pdt.Field(default=DriftSettings(), description="Drift decisions.")
+    slicing: Slicing | None = pdt.Field(
+        default=None,
+        description="Segments scored separately with the watched metric: the contract's "
+        "segments by default; hour_column adds hour bands. Its metric and "
+        "max_relative_regression are the gate's, unused here.",
+    )
+    performance: PerformanceSettings = pdt.Field(
+        default=PerformanceSettings(),
+        description="The watched metric (rmse for regression, f1 for classification by "
+        "default) and the share it may worsen before the window is degraded (0.2).",
+    )
+    results_path: str = pdt.Field(
+        default="outputs/monitoring.json", description="The results, JSON."
+    )
+    report_path: str = pdt.Field(default="outputs/monitoring.html", description="The HTML report.")
+    metrics_store_uri: str | None = pdt.Field(
+        default=None,
+        description="Database of the monitoring_metrics table. Default: the current "
+        "StoreReader's store; none for a parquet current.",
+    )
+    alerts: list[AlertRule] = pdt.Field(
+        default_factory=lambda: list(DEFAULT_RULES),
+        description="Rules on the monitoring_metrics rows of each window.",
+    )
+    channels: list[Channel] = pdt.Field(
+        default_factory=lambda: [Channel()], description="Where fired alerts go."
+    )
+    fail_on: T.Literal["never", "potential", "detected"] = pdt.Field(
+        default="never",
+        description="Exit 4 when the status reaches this (statuses in order: no_detection, "
+        "potential, detected, no_data: a window without rows stops any fail_on but never).",
+    )
+    run_name: str = pdt.Field(default="monitoring", description="The MLflow run's name.")
 
     def run(self) -> Locals:
-        windows = self._windows()
-        monitor = self._monitor(windows)
+        monitor = self._monitor()
+        windows, count = self._windows(monitor.contract)
         tables = self._tables()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         results = []
-        with mlflow.start_run(run_name=self.run_name) as run:
+        tags = {"model_name": self.registered_model}
+        with mlflow.start_run(run_name=self.run_name, tags=tags) as run:
             progress = tqdm(
-                windows, desc="monitoring windows", unit="window", disable=len(windows) < 2
+                windows, total=count, desc="monitoring windows", unit="window", disable=count < 2
             )
-            for step, (start, end, frame) in enumerate(progress):
-                result = monitor.window(frame, start, end, now)
+            for step, window in enumerate(progress):
+                result = monitor.window(
+                    window.frame, window.start, window.end, now, window.rejected
+                )
+                result["model_name"] = self.registered_model
+                _warn(result)
                 rows = long_rows(result)
-                result["alerts"] = self._alerts(rows, start, end, tables)
-                if tables is not None and start is not None and end is not None:
-                    tables.write(start, end, result["model_version"], rows)
+                result["alerts"] = self._alerts(rows, window.start, window.end, tables)
+                if tables is not None and window.start is not None and window.end is not None:
+                    tables.write(window.start, window.end, result["model_version"], rows)
                 mlflow.log_metrics({_metric_name(r): r["value"] for r in rows}, step=step)
-                progress.set_postfix_str(f"{str(start)[:10]} {result['status']}")
+                progress.set_postfix_str(f"{str(window.start)[:10]} {result['status']}")
                 results.append(result)
             document = self._document(results)
             path = write_text(self.results_path, json.dumps(document, indent=2, default=str))
             report = write_text(
-                self.report_path, reports.render(results, monitor.detectors, monitor.latest_shares)
+                self.report_path,
+                reports.render(
+                    results,
+                    monitor.detectors,
+                    monitor.latest_shares,
+                    title=f"{self.registered_model} monitoring",
+                ),
             )
             mlflow.log_artifact(str(path), artifact_path="monitoring")
             mlflow.log_artifact(str(report), artifact_path="monitoring")
             mlflow.set_tag("status", document["status"])
         logger.success(
-            "Monitoring {}: {} window(s), results in {}, report in {}",
+            "Monitoring {} of {}: {} window(s), results in {}, report in {}",
             document["status"],
+            self.registered_model,
             len(results),
             path,
             report,
@@ -125,51 +204,97 @@ class MonitoringJob(Job):
         self._fail_if_asked(document["status"])
         return {"run_id": run.info.run_id, "status": document["status"], "results": document}
 
-    def _monitor(self, windows: list[Window]) -> Monitor:
+    def _monitor(self) -> Monitor:
         """The monitor, built here so the raw reference frame is freed as soon as it exists."""
-        reference = self._reference()
-        columns = self._columns(reference, windows)
-        return Monitor(reference, columns, self.drift, self.slicing, self.performance_threshold)
+        reference, contract, source = self._reference()
+        contract.check_kinds(reference, source)
+        if contract.target is not None and contract.target not in reference.columns:
+            raise ContractError(
+                f"job.contract.target: {contract.target!r} is not a column of {source}"
+            )
+        if contract.target is None:
+            logger.info("No target in the contract: no performance, no target drift")
+        if contract.prediction not in reference.columns:
+            logger.warning(
+                "{}: no {!r} column: no reference performance, no prediction drift",
+                source,
+                contract.prediction,
+            )
+        columns = self._columns(reference, contract, source)
+        logger.info(
+            "Watching {} column(s) of {} ({}): {}",
+            len(columns),
+            self.registered_model,
+            contract.task,
+            ", ".join(columns),
+        )
+        return Monitor(
+            reference, contract, columns, self.drift, self._slicing(contract), self.performance
+        )
 
-    def _reference(self) -> pd.DataFrame:
+    def _reference(self) -> tuple[pd.DataFrame, Contract, str]:
+        """The reference table, the contract it is read with, and where it came from."""
         if isinstance(self.reference, ChampionReference):
-            return self.reference.read(self.mlflow_service.client())
-        return self.reference.read()
+            client = self.mlflow_service.client()
+            ref = registry.resolve(client, self.reference.uri(self.registered_model))
+            contract = resolve_contract(client, ref, self.contract)
+            return self.reference.read(client, ref), contract, f"the reference data of {ref.uri}"
+        frame = self.reference.read()
+        return frame, (self.contract or Contract()).with_columns(frame), self.reference.source
 
-    def _windows(self) -> list[Window]:
-        if isinstance(self.current, StoreReader):
-            return self.current.windows()
-        frame = self.current.read()
-        times = frame[schemas.TIMESTAMP] if schemas.TIMESTAMP in frame.columns else None
-        frame = frame.rename(columns={schemas.TIMESTAMP: "event_time"})
-        if times is None:
-            return [(None, None, frame)]
-        return [(times.min().to_pydatetime(), times.max().to_pydatetime(), frame)]
-
-    def _columns(self, reference: pd.DataFrame, windows: list[Window]) -> list[str]:
-        """The contract's features present in both by default; ``job.columns`` may name any."""
-
-        def in_both(column: str) -> bool:
-            return column in reference.columns and all(
-                column in frame.columns or frame.empty for _, _, frame in windows
-            )
-
-        if self.columns is None:
-            return [column for column in schemas.FEATURE_NAMES if in_both(column)]
-        missing = [column for column in self.columns if not in_both(column)]
+    def _columns(self, reference: pd.DataFrame, contract: Contract, source: str) -> list[str]:
+        """The contract's features by default; ``job.columns`` may narrow (or name others).
+        Every watched column must be in the reference: without it nothing can be compared."""
+        if self.columns is not None:
+            missing = [column for column in self.columns if column not in reference.columns]
+            if missing:
+                raise InputError(f"job.columns: {', '.join(missing)} not in {source}")
+            return list(self.columns)
+        missing = [c for c in contract.feature_names if c not in reference.columns]
         if missing:
-            raise InputError(
-                f"job.columns: {', '.join(missing)} not in both reference and current data"
+            raise ContractError(
+                f"job.contract.features: {', '.join(missing)} not in {source} (name the "
+                "columns to watch in job.columns, or fix the contract)"
             )
-        return list(self.columns)
+        return contract.feature_names
+
+    def _slicing(self, contract: Contract) -> Slicing:
+        """The contract's segments unless ``job.slicing.columns`` says others, plus hour
+        bands when ``job.slicing.hour_column`` is set."""
+        slicing = self.slicing or Slicing()
+        return slicing.model_copy(
+            update={
+                "columns": list(contract.segments) if slicing.columns is None else slicing.columns
+            }
+        )
+
+    def _windows(self, contract: Contract) -> tuple[T.Iterable[Window], int]:
+        """The windows (read lazily from a store) and how many there are."""
+        if isinstance(self.current, StoreReader):
+            count = len(self.current.bounds())
+            names = {"prediction": contract.prediction}
+            if contract.target is not None:
+                names["target"] = contract.target
+            windows = (
+                dataclasses.replace(w, frame=w.frame.rename(columns=names))
+                for w in self.current.windows(self.registered_model)
+            )
+            return windows, count
+        frame = self.current.read()
+        timestamp = contract.timestamp
+        if timestamp is None or timestamp not in frame.columns:
+            return [Window(None, None, frame)], 1
+        times = pd.to_datetime(frame[timestamp])
+        frame = frame.assign(**{timestamp: times}).rename(columns={timestamp: "event_time"})
+        return [Window(times.min().to_pydatetime(), times.max().to_pydatetime(), frame)], 1
 
     def _tables(self) -> MonitoringTables | None:
         uri = self.metrics_store_uri
         if uri is None and isinstance(self.current, StoreReader):
-            return _created(MonitoringTables(self.current.store()))
+            return _created(MonitoringTables(self.current.store(), self.registered_model))
         if uri is None:
             return None
-        return _created(MonitoringTables(Store(configured_uri(uri))))
+        return _created(MonitoringTables(Store(configured_uri(uri)), self.registered_model))
 
     def _alerts(
         self,
@@ -194,11 +319,12 @@ class MonitoringJob(Job):
                     {
                         "rule": rule.key,
                         "severity": rule.severity,
+                        "model_name": self.registered_model,
                         "check": row["check"],
                         "column": row["column"],
                         "value": row["value"],
-                        "message": f"{row['check']} on {row['column']} = {row['value']:.4g} "
-                        f"[{row['status']}] "
+                        "message": f"{self.registered_model}: {row['check']} on {row['column']} "
+                        f"= {row['value']:.4g} [{row['status']}] "
                         f"({rule.comparison} {rule.threshold:g}) for window {start} .. {end}",
                     }
                 )
@@ -210,13 +336,30 @@ class MonitoringJob(Job):
         worst = max((STATUSES.index(r["status"]) for r in results), default=0)
         if len(results) == 1:
             return results[0]
-        return {"status": STATUSES[worst], "windows": results}
+        return {"status": STATUSES[worst], "model_name": self.registered_model, "windows": results}
 
     def _fail_if_asked(self, status: str) -> None:
         if self.fail_on != "never" and STATUSES.index(status) >= STATUSES.index(self.fail_on):
             raise MonitoringFindingError(
                 f"monitoring status {status} (job.fail_on: {self.fail_on})"
             )
+
+
+def _warn(result: dict[str, T.Any]) -> None:
+    """What a person must not miss in the log: a window without rows, a feature gone."""
+    window = f"{result['window']['start']} .. {result['window']['end']}"
+    quality = result["data_quality"]
+    if result["status"] == "no_data":
+        logger.warning(
+            "Window {}: no rows ({} rejected): status no_data", window, quality["rejected_rows"]
+        )
+    if quality["missing_columns"]:
+        logger.warning(
+            "Window {}: feature(s) {} missing from the current data (reported as "
+            "missing_column, not scored for drift)",
+            window,
+            ", ".join(quality["missing_columns"]),
+        )
 
 
 def _created(tables: MonitoringTables) -> MonitoringTables:

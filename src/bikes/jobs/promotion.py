@@ -8,9 +8,9 @@ import pydantic as pdt
 from loguru import logger
 
 from bikes.core.errors import InputError
+from bikes.core.gate import VALIDATION_STATUS_TAG
 from bikes.io import registry
 from bikes.jobs.base import Job, Locals
-from bikes.jobs.evaluations import VALIDATION_STATUS_TAG
 
 
 class PromotionJob(Job):
@@ -22,14 +22,21 @@ class PromotionJob(Job):
 
     KIND: T.Literal["PromotionJob"] = "PromotionJob"
 
-    registered_model_name: str = "bikes"
-    alias: str = "champion"
-    version: int | None = pdt.Field(default=None, gt=0)
-    force: bool = False
+    registered_model: str = pdt.Field(
+        default="bikes", description="The registered model whose alias moves."
+    )
+    alias: str = pdt.Field(default="champion", description="The alias to move.")
+    version: int | None = pdt.Field(
+        default=None, gt=0, description="The version to point at. Default: the newest."
+    )
+    force: bool = pdt.Field(
+        default=False,
+        description="Promote even a version the gate did not pass (logged as a warning).",
+    )
 
     def run(self) -> Locals:
         client = self.mlflow_service.client()
-        name = self.registered_model_name
+        name = self.registered_model
         if self.version is None:
             ref = registry.latest_version(client, name)
         else:

@@ -1,4 +1,5 @@
-"""Serve the champion over HTTP and capture every prediction into the store."""
+"""Serve the champion over HTTP and capture every prediction (and every rejected row) into the
+store."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pydantic as pdt
 import uvicorn
 from loguru import logger
 
+from bikes.core.contract import Contract
 from bikes.io.capture import CaptureWriter
+from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec
 from bikes.io.store import Store, configured_uri
 from bikes.jobs.base import Job, Locals
 from bikes.serving.app import create_app
@@ -32,26 +35,68 @@ class _GracefulServer(uvicorn.Server):
 class ServingJob(Job):
     """FastAPI on uvicorn; SIGTERM drains the capture queue before the process exits.
 
-    The store URI may carry a password: give it in ``BIKES_STORE_URI`` rather than a config.
+    Requests are checked against the served version's contract (``contract``, else the one it
+    was trained with); a request with an invalid row is answered 422 and each invalid row is
+    recorded in the store's ``rejected_rows``. The store URI may carry a password: give it in
+    ``BIKES_STORE_URI`` rather than a config.
     """
 
     KIND: T.Literal["ServingJob"] = "ServingJob"
 
-    host: str = "127.0.0.1"
-    port: int = pdt.Field(default=8000, ge=0, le=65535)
-    model_uri: str = "models:/bikes@champion"
-    poll_interval: float = pdt.Field(default=30.0, ge=0)  # seconds; 0 never re-resolves
-    capture: bool = True
-    store_uri: str = "sqlite:///predictions.db"
-    store_schema: str | None = None
-    spool_path: str = "predictions.spool.jsonl"
-    batch_size: int = pdt.Field(default=500, gt=0)
-    flush_interval: float = pdt.Field(default=0.2, gt=0)
-    max_pending: int = pdt.Field(default=100_000, gt=0)
-    max_batch_rows: int = pdt.Field(default=10_000, gt=0)
+    host: str = pdt.Field(default="127.0.0.1", description="The address to listen on.")
+    port: int = pdt.Field(default=8000, ge=0, le=65535, description="The port to listen on.")
+    registered_model: str = pdt.Field(
+        default="bikes", description="The registry entry served; model_uri derives from it."
+    )
+    model_uri: str | None = pdt.Field(
+        default=None,
+        description="The model to serve, models:/NAME@ALIAS or models:/NAME/VERSION. Default: "
+        "models:/<registered_model>@champion.",
+    )
+    contract: ContractSpec | None = pdt.Field(default=None, description=CONTRACT_DESCRIPTION)
+    poll_interval: float = pdt.Field(
+        default=30.0,
+        ge=0,
+        description="Seconds between checks that model_uri still points to the version served "
+        "(a moved alias is swapped in without a restart); 0 never checks.",
+    )
+    capture: bool = pdt.Field(
+        default=True, description="Record predictions, labels and rejected rows in the store."
+    )
+    store_uri: str = pdt.Field(
+        default="sqlite:///predictions.db",
+        description="The capture store (SQLAlchemy URI); BIKES_STORE_URI wins over it.",
+    )
+    store_schema: str | None = pdt.Field(
+        default=None, description="PostgreSQL: the schema holding the capture tables."
+    )
+    spool_path: str = pdt.Field(
+        default="predictions.spool.jsonl",
+        description="Where rows wait while the store is unreachable, replayed when it is back.",
+    )
+    batch_size: int = pdt.Field(default=500, gt=0, description="Rows per store write.")
+    flush_interval: float = pdt.Field(
+        default=0.2, gt=0, description="Seconds the writer waits to fill a batch."
+    )
+    max_pending: int = pdt.Field(
+        default=100_000,
+        gt=0,
+        description="Rows acknowledged but not yet stored before requests get 503.",
+    )
+    max_batch_rows: int = pdt.Field(
+        default=10_000, gt=0, description="Rows per request before it gets 413."
+    )
+
+    @property
+    def served_uri(self) -> str:
+        """``model_uri``, or the registered model's champion."""
+        return self.model_uri or f"models:/{self.registered_model}@champion"
 
     def run(self) -> Locals:
-        slot = ModelSlot(self.mlflow_service.client(), self.model_uri, self.poll_interval)
+        configured: Contract | None = self.contract
+        slot = ModelSlot(
+            self.mlflow_service.client(), self.served_uri, self.poll_interval, configured
+        )
         store, writer = None, None
         if self.capture:
             store = Store(configured_uri(self.store_uri), self.store_schema)
@@ -79,5 +124,8 @@ class ServingJob(Job):
         )
         server.run()
         written = writer.written if writer else 0
-        logger.info("Stopped; {} rows written to the store", written)
-        return {"rows_written": written}
+        rejected = writer.written_rejected if writer else 0
+        logger.info(
+            "Stopped; {} rows written to the store ({} rejected rows recorded)", written, rejected
+        )
+        return {"rows_written": written, "rejected_rows_written": rejected}

@@ -1,4 +1,4 @@
-"""Train the demand model, log everything MLflow can show, and register it."""
+"""Train a model for any contract, log everything MLflow can show, and register it."""
 
 from __future__ import annotations
 
@@ -14,32 +14,51 @@ from loguru import logger
 from mlflow.models import infer_signature
 
 from bikes.core import schemas
-from bikes.core.metrics import regression_metrics
-from bikes.core.models import GradientBoostingConfig, RegressorConfig
+from bikes.core.contract import Contract
+from bikes.core.errors import ConfigError
+from bikes.core.metrics import classification_metrics, regression_metrics
+from bikes.core.models import GradientBoostingConfig, ModelConfig
 from bikes.io import registry
+from bikes.io.contracts import CONTRACT_ARTIFACT, CONTRACT_TAG, ContractSpec, log_contract
 from bikes.io.datasets import ParquetReader
 from bikes.jobs.base import Job, Locals
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 REFERENCE_TAG = "reference_data"
+__all__ = ["CONTRACT_ARTIFACT", "CONTRACT_TAG", "REFERENCE_TAG", "TrainingJob"]
 
 
 class TrainingJob(Job):
-    """Fit on the train split, validate on its latest share, refit on all of it, register.
+    """Fit on the training table, validate on its latest share, refit on all of it, register.
 
-    The validation rows are the *last* ``validation_share`` of the period: a demand model is
-    always asked about the future, so it is measured on the future.
+    The contract says the task (a regressor or a classifier is fitted), the label and the
+    features (default: every column without another role). With a timestamp, the validation
+    rows are the *last* ``validation_share`` of the period: a model is always asked about the
+    future, so it is measured on the future.
     """
 
     KIND: T.Literal["TrainingJob"] = "TrainingJob"
 
-    inputs: ParquetReader = ParquetReader(path="data/splits/train.parquet")
-    model: RegressorConfig = GradientBoostingConfig()
-    validation_share: float = pdt.Field(default=0.2, ge=0.0, lt=1.0)
-    registered_model_name: str = "bikes"
-    alias: str | None = None
-    run_name: str = "training"
-    tags: dict[str, str] = pdt.Field(default_factory=dict)
+    inputs: ParquetReader = pdt.Field(
+        default=ParquetReader(path="data/splits/train.parquet"),
+        description="The training table: features and the contract's target.",
+    )
+    contract: ContractSpec = pdt.Field(
+        description="The data contract, inline or the path of a YAML file; needs task and "
+        "target. Logged with the model, so later jobs may leave it out."
+    )
+    model: ModelConfig = pdt.Field(
+        default=GradientBoostingConfig(), description="The estimator and its parameters."
+    )
+    validation_share: float = pdt.Field(
+        default=0.2, ge=0.0, lt=1.0, description="Latest share of rows held out to validate."
+    )
+    registered_model: str = pdt.Field(
+        default="bikes", description="The registry entry the model is registered under."
+    )
+    alias: str | None = pdt.Field(default=None, description="Alias to set on the new version.")
+    run_name: str = pdt.Field(default="training", description="The MLflow run's name.")
+    tags: dict[str, str] = pdt.Field(default_factory=dict, description="Tags of the MLflow run.")
 
     def run(self) -> Locals:
         with warnings.catch_warnings():
@@ -50,37 +69,45 @@ class TrainingJob(Job):
             return self._run()
 
     def _run(self) -> Locals:
-        frame = self._read()
-        features, target = schemas.features_of(frame), frame[schemas.TARGET]
+        frame, contract = self._read()
+        target_name = contract.require_target("training")
+        features, target = frame.loc[:, contract.feature_names], frame[target_name]
         with mlflow.start_run(run_name=self.run_name, tags=self.tags) as run:
-            mlflow.log_params(self._params(len(frame)))
+            mlflow.log_params(self._params(len(frame), contract))
             dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-                frame, source=self.inputs.source, name="train", targets=schemas.TARGET
+                frame, source=self.inputs.source, name="train", targets=target_name
             )
             mlflow.log_input(dataset, context="training")
-            metrics = self._validate(features, target)
+            metrics = self._validate(features, target, contract)
             if metrics:
                 mlflow.log_metrics({f"validation_{name}": value for name, value in metrics.items()})
-            logger.info("Fitting {} on {} rows", self.model.KIND, len(frame))
-            estimator = self.model.pipeline().fit(features, target)
+            logger.info("Fitting a {} {} on {} rows", self.model.KIND, contract.task, len(frame))
+            estimator = self.model.pipeline(contract).fit(features, target)
             predictions = estimator.predict(features)
-            self._log_reference(frame, predictions)
+            self._log_reference(frame, estimator, features, predictions, contract)
+            log_contract(contract)
             info = mlflow.sklearn.log_model(
                 estimator,
                 name="model",
                 signature=infer_signature(features, predictions),
                 input_example=features.head(5),
-                registered_model_name=self.registered_model_name,
+                registered_model_name=self.registered_model,
                 skops_trusted_types=list(self.model.skops_trusted_types),
             )
             ref = registry.ModelRef(
-                name=self.registered_model_name,
+                name=self.registered_model,
                 version=str(info.registered_model_version),
                 run_id=run.info.run_id,
             )
             client = self.mlflow_service.client()
-            reference_uri = f"runs:/{run.info.run_id}/{REFERENCE_ARTIFACT}"
-            registry.set_tags(client, ref, {REFERENCE_TAG: reference_uri})
+            registry.set_tags(
+                client,
+                ref,
+                {
+                    REFERENCE_TAG: f"runs:/{run.info.run_id}/{REFERENCE_ARTIFACT}",
+                    CONTRACT_TAG: f"runs:/{run.info.run_id}/{CONTRACT_ARTIFACT}",
+                },
+            )
             if self.alias:
                 registry.set_alias(client, ref, self.alias)
         logger.success(
@@ -92,41 +119,85 @@ class TrainingJob(Job):
         )
         return {"run_id": run.info.run_id, "model_version": ref.version, "metrics": metrics}
 
-    def _read(self) -> pd.DataFrame:
+    def _read(self) -> tuple[pd.DataFrame, Contract]:
+        """The table, validated against the contract (features from its columns if unsaid)."""
         frame = self.inputs.read()
-        schemas.validate(frame, schemas.INPUTS_SCHEMA, self.inputs.source)
-        schemas.validate(frame, schemas.TARGETS_SCHEMA, self.inputs.source)
-        if schemas.TIMESTAMP in frame.columns:
-            frame = frame.sort_values(schemas.TIMESTAMP, kind="stable").reset_index(drop=True)
-        return frame
+        contract = self.contract.with_columns(frame)
+        source = self.inputs.source
+        contract.check_kinds(frame, source)
+        schemas.validate(frame, contract.inputs_schema(), source)
+        schemas.validate(frame, contract.targets_schema(), source)
+        target = frame[contract.require_target("training")]
+        if self.model.log_target and not contract.is_classification and (target < 0).any():
+            raise ConfigError(
+                f"job.model.log_target: {source}: target {target.name!r} has negative values "
+                "(log1p needs values >= 0)"
+            )
+        if contract.timestamp is not None and contract.timestamp in frame.columns:
+            frame = frame.sort_values(contract.timestamp, kind="stable").reset_index(drop=True)
+        return frame, contract
 
-    def _params(self, rows: int) -> dict[str, T.Any]:
+    def _params(self, rows: int, contract: Contract) -> dict[str, T.Any]:
         params: dict[str, T.Any] = {f"model.{k}": v for k, v in self.model.model_dump().items()}
         params.update(
             rows=rows,
+            task=contract.task,
+            target=contract.target,
             validation_share=self.validation_share,
-            features=",".join(schemas.FEATURE_NAMES),
+            features=",".join(contract.feature_names)[:6000],
         )
         return params
 
-    def _validate(self, features: pd.DataFrame, target: pd.Series) -> dict[str, float]:
+    def _validate(
+        self, features: pd.DataFrame, target: pd.Series, contract: Contract
+    ) -> dict[str, float]:
         """Fit on the earlier rows and score on the later ones; empty when disabled."""
         cut = int(len(features) * (1 - self.validation_share))
         if self.validation_share == 0 or cut == 0 or cut == len(features):
             return {}
-        estimator = self.model.pipeline().fit(features.iloc[:cut], target.iloc[:cut])
-        metrics = regression_metrics(target.iloc[cut:], estimator.predict(features.iloc[cut:]))
+        estimator = self.model.pipeline(contract).fit(features.iloc[:cut], target.iloc[:cut])
+        held_out = features.iloc[cut:]
+        if contract.is_classification:
+            metrics = classification_metrics(
+                target.iloc[cut:],
+                estimator.predict(held_out),
+                positive_class=contract.positive_class,
+                classes=list(estimator.classes_),
+                probabilities=estimator.predict_proba(held_out),
+            )
+        else:
+            metrics = regression_metrics(target.iloc[cut:], estimator.predict(held_out))
         logger.info(
-            "Validation on the latest {} rows: {}",
+            "Validation, fitted on the earlier {} rows and scored on the latest {}{}: {}",
+            cut,
             len(features) - cut,
+            "" if contract.is_classification else f" (errors in {target.name}'s own units)",
             ", ".join(f"{name}={value:.3f}" for name, value in metrics.items()),
         )
         return metrics
 
-    def _log_reference(self, frame: pd.DataFrame, predictions: T.Any) -> None:
-        """Training inputs, targets and the model's own predictions: monitoring's baseline."""
-        reference = frame.assign(**{schemas.PREDICTION: predictions.astype(float)})
+    def _log_reference(
+        self,
+        frame: pd.DataFrame,
+        estimator: T.Any,
+        features: pd.DataFrame,
+        predictions: T.Any,
+        contract: Contract,
+    ) -> None:
+        """Training inputs, targets, the model's own predictions (and the contract's score
+        columns, for a classifier): monitoring's baseline."""
+        reference = frame.assign(**{contract.prediction: _plain(predictions)})
+        if contract.is_classification and contract.score is not None:
+            scores = contract.score_frame(
+                list(estimator.classes_), estimator.predict_proba(features)
+            )
+            reference = reference.assign(**{c: scores[c].to_numpy() for c in scores.columns})
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / Path(REFERENCE_ARTIFACT).name
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+
+
+def _plain(predictions: T.Any) -> T.Any:
+    values = pd.Series(predictions)
+    return values.astype(float) if pd.api.types.is_numeric_dtype(values) else values

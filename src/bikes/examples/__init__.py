@@ -1,0 +1,1 @@
+"""Example datasets shipped inside the package, so examples and tests never download."""
