@@ -23,7 +23,7 @@ from bikes.core.contract import Contract, Feature, kind_of_values
 from bikes.core.drift import SMALL_SAMPLE, Detector, DriftResult, Kind
 from bikes.core.errors import ConfigError
 from bikes.core.metrics import classification_metrics, regression_metrics
-from bikes.core.quality import column_quality, counts, freshness
+from bikes.core.quality import column_quality, counts, freshness, plain_value, sorted_values
 
 # Worst last: a window with no rows at all says nothing about the model, which is an alert of
 # its own, above ``detected``: every ``fail_on`` but ``never`` stops on it.
@@ -160,7 +160,9 @@ class Monitor:
         self.classes: list[T.Any] = []
         if contract.is_classification:
             outputs = [reference[c] for c in (self.target, self.prediction) if c is not None]
-            self.classes = _sorted({_plain(v) for s in outputs for v in pd.unique(s.dropna())})
+            self.classes = sorted_values(
+                {plain_value(v) for s in outputs for v in pd.unique(s.dropna())}
+            )
         for column in (self.target, self.prediction):
             if column is not None:
                 self.kinds[column] = self._output_kind(column, reference)
@@ -321,8 +323,10 @@ class Monitor:
         if not self.contract.is_classification:
             return regression_metrics(truth.to_numpy(dtype=float), predicted.to_numpy(dtype=float))
         truth_values, predicted_values = _labels(truth), _labels(predicted)
-        seen = {_plain(v) for v in (*pd.unique(truth_values), *pd.unique(predicted_values))}
-        classes = self.classes if seen <= set(self.classes) else _sorted(seen | set(self.classes))
+        seen = {plain_value(v) for v in (*pd.unique(truth_values), *pd.unique(predicted_values))}
+        classes = (
+            self.classes if seen <= set(self.classes) else sorted_values(seen | set(self.classes))
+        )
         probabilities = self._probabilities(labelled) if classes == self.classes else None
         return classification_metrics(
             truth_values,
@@ -342,7 +346,7 @@ class Monitor:
             if len(self.classes) != 2:
                 return None
             positive = self.contract.positive_class
-            positive = self.classes[-1] if positive is None else _plain(positive)
+            positive = self.classes[-1] if positive is None else plain_value(positive)
             if positive not in self.classes:
                 return None
             p = labelled[score].to_numpy(dtype=float)
@@ -397,7 +401,7 @@ class Monitor:
             if column not in frame.columns:
                 continue
             values = frame[column].to_numpy()
-            for value in _sorted({_plain(v) for v in pd.unique(frame[column].dropna())}):
+            for value in sorted_values({plain_value(v) for v in pd.unique(frame[column].dropna())}):
                 yield column, str(value), values == value
         hour = self.slicing.hour_column
         if hour is not None and self.slicing.hour_bands and hour in frame.columns:
@@ -602,20 +606,6 @@ def _drift_dict(result: DriftResult) -> dict[str, T.Any]:
         "threshold": result.threshold,
         "drift": result.drift,
     }
-
-
-def _plain(value: T.Any) -> T.Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _sorted(values: T.Iterable[T.Any]) -> list[T.Any]:
-    items = list(values)
-    try:
-        return sorted(items)
-    except TypeError:
-        return sorted(items, key=str)
 
 
 def _model_version(frame: pd.DataFrame) -> str | None:

@@ -43,7 +43,7 @@ def counts(values: pd.Series | None, rows: int, feature: Feature) -> Counts:
         invalid |= present & ~values.map(_is_number, na_action="ignore").astype(bool)
     distinct: frozenset[T.Any] = frozenset()
     if feature.kind == "categorical":
-        distinct = frozenset(_plain(v) for v in pd.unique(values[present]))
+        distinct = frozenset(plain_value(v) for v in pd.unique(values[present]))
     return Counts(
         rows=len(values),
         missing=int((~present).sum()),
@@ -69,9 +69,9 @@ def column_quality(
     if absent:
         figures["missing_column"] = True
     if known_categories is not None:
-        known = {_plain(v) for v in known_categories}
+        known = {plain_value(v) for v in known_categories}
         seen = set().union(*(part.values for part in parts))
-        figures["unseen_categories"] = _sorted(seen - known)
+        figures["unseen_categories"] = sorted_values(seen - known)
     return figures
 
 
@@ -94,13 +94,15 @@ def _is_number(value: T.Any) -> bool:
     return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
 
 
-def _plain(value: T.Any) -> T.Any:
+def plain_value(value: T.Any) -> T.Any:
+    """A numpy scalar as Python's own; a whole float as an int (1.0 and 1 are one category)."""
     if isinstance(value, np.generic):
         value = value.item()
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _sorted(values: T.Iterable[T.Any]) -> list[T.Any]:
+def sorted_values(values: T.Iterable[T.Any]) -> list[T.Any]:
+    """Sorted, or sorted as text where numbers and text mix."""
     items = list(values)
     try:
         return sorted(items)
