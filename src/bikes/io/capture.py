@@ -22,25 +22,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from loguru import logger
 
-from bikes.io.store import PREDICTIONS, REJECTED, Store, json_default
+from bikes.io.store import PREDICTION_COLUMNS, PREDICTIONS, REJECTED, Store, json_default
 
 Row = dict[str, T.Any]
 _DATETIME_FIELDS = ("event_time", "received_time")
 _TABLE_KEY = "_table"  # in the spool: which table a line belongs to (predictions if absent)
 # The columns of a prediction row other than its features, as the spool of an older bikes
 # (one key per feature, no ``inputs``) holds them.
-_PREDICTION_KEYS = frozenset(
-    {
-        "prediction_id",
-        "event_time",
-        "received_time",
-        "model_name",
-        "model_version",
-        "latency_ms",
-        "prediction",
-        "scores",
-    }
-)
+_PREDICTION_KEYS = frozenset({*PREDICTION_COLUMNS, "prediction", "scores"})
 
 
 class CaptureFullError(RuntimeError):
