@@ -2,8 +2,10 @@
 
 Exit codes: 0 success; 2 a config or input error (the message names the key, file or column);
 3 the evaluation gate blocked the candidate (CI must stop the deploy); 4 monitoring found
-drift or degradation at or above ``job.fail_on``; 1 anything unexpected
-(a bug: the traceback is shown).
+drift or degradation at or above ``job.fail_on``; 5 the champion moved while the gate ran
+(nothing was promoted); 6 alerts fired but could not be delivered (they are retried on the
+next run); 7 the service stopped with acknowledged rows it could not keep; 1 anything
+unexpected (a bug: the traceback is shown).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ EXIT_UNEXPECTED = 1
 EXIT_INPUT = 2
 EXIT_GATE = 3
 EXIT_MONITORING = 4
+EXIT_CONFLICT = 5
+EXIT_UNDELIVERED = 6
+EXIT_CAPTURE_LOSS = 7
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,7 +63,12 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
-    from bikes.core.errors import MonitoringFindingError
+    from bikes.core.errors import (
+        AlertDeliveryError,
+        CaptureLossError,
+        MonitoringFindingError,
+        PromotionConflictError,
+    )
 
     try:
         settings = _settings(args.configs, args.extras)
@@ -68,6 +78,18 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         logger.remove()
         print(f"bikes: monitoring: {error}", file=sys.stderr)
         return EXIT_MONITORING
+    except PromotionConflictError as error:
+        logger.remove()
+        print(f"bikes: promotion refused: {error}", file=sys.stderr)
+        return EXIT_CONFLICT
+    except AlertDeliveryError as error:
+        logger.remove()
+        print(f"bikes: alerts undelivered: {error}", file=sys.stderr)
+        return EXIT_UNDELIVERED
+    except CaptureLossError as error:
+        logger.remove()
+        print(f"bikes: capture lost rows: {error}", file=sys.stderr)
+        return EXIT_CAPTURE_LOSS
     except BikesError as error:
         logger.remove()
         print(f"bikes: error: {error}", file=sys.stderr)

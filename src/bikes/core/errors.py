@@ -25,6 +25,21 @@ class MonitoringFindingError(BikesError):
     """A monitoring finding at or above ``job.fail_on``: a distinct exit code for cron and CI."""
 
 
+class PromotionConflictError(BikesError):
+    """The champion moved while the gate ran: nothing was promoted; re-run the gate against the
+    new champion."""
+
+
+class AlertDeliveryError(BikesError):
+    """Alerts fired but their channel refused them; they stay undelivered and are retried on
+    the next run."""
+
+
+class CaptureLossError(BikesError):
+    """The service stopped with acknowledged rows it could keep neither in the store nor in
+    the spool; the message says how many and where they were meant to go."""
+
+
 def first_line(error: BaseException) -> str:
     """The gist of a third-party error, whose full text can run to pages (MLflow's does)."""
     text = str(error).strip()
