@@ -1,17 +1,22 @@
 """Cost of capture: the same service with capture on and off, under one bounded loopback load.
 
-Two serving processes (``capture: true`` into SQLite, ``capture: false``) serve the same model;
-for each batch size and concurrency level a fixed number of requests goes to each, in turn.
-Prints throughput and p50/p99 latency per case, the p50 ratio on/off, and, after SIGTERM,
-rows stored against rows acknowledged (they must be equal).
+Serving processes of the same model: capture off, and capture on into SQLite in each mode
+asked for (``durable``, the default: a request is answered once its rows are committed; and
+optionally ``queued``: answered once queued). For each batch size and concurrency level a
+fixed number of requests goes to each, in turn, ``--rounds`` times (latencies pooled over the
+rounds, so a slow minute of a shared machine falls on every mode alike). Prints throughput and
+p50/p99 latency per case, the p50 ratio on/off, and, after SIGTERM, rows stored against rows
+acknowledged per mode (they must be equal).
 
     uv run python benchmarks/serving.py --requests 400
+    uv run python benchmarks/serving.py --requests 400 --rounds 3 --modes durable queued
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import signal
 import socket
 import subprocess
@@ -28,6 +33,8 @@ from _workspace import REPO, bikes, clean_environment, prepare
 from bikes.io.contracts import load_contract
 from bikes.io.store import Store
 
+OFF = "off"
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -35,9 +42,8 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(
-    work: Path, env: dict[str, str], capture: bool
-) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(work: Path, env: dict[str, str], mode: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A serving process: ``mode`` off (no capture), durable or queued."""
     port = free_port()
     command = [
         sys.executable,
@@ -47,21 +53,37 @@ def start_server(
         "-e",
         f"job.port={port}",
         "-e",
-        f"job.capture={str(capture).lower()}",
+        f"job.capture={str(mode != OFF).lower()}",
         "-e",
         "job.logger_service.level=WARNING",
     ]
+    if mode != OFF:
+        command += [
+            "-e",
+            f"job.acknowledge={mode}",
+            "-e",
+            f"job.store_uri=sqlite:///{work / f'predictions-{mode}.db'}",
+            "-e",
+            f"job.spool_path={work / f'spool-{mode}.jsonl'}",
+        ]
     server = subprocess.Popen(command, cwd=work, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=60).status_code == 200:
                 return server, url
         except httpx.HTTPError:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("server did not start") from None
             time.sleep(0.2)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux): what a request costs the server,
+    less disturbed than wall time by other work on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(
@@ -94,7 +116,11 @@ def load(
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli.add_argument("--requests", type=int, default=400)
+    cli.add_argument("--requests", type=int, default=400, help="per case, mode and round")
+    cli.add_argument("--rounds", type=int, default=1, help="interleaved repeats per case")
+    cli.add_argument(
+        "--modes", nargs="+", default=["durable"], choices=["durable", "queued"], metavar="MODE"
+    )
     args = cli.parse_args()
     env = clean_environment()
     with tempfile.TemporaryDirectory() as directory:
@@ -111,37 +137,65 @@ def main() -> None:
         rows = frame.loc[:, [timestamp, *contract.feature_names]].copy()
         rows[timestamp] = rows[timestamp].dt.strftime("%Y-%m-%dT%H:%M:%S")
         records = rows.to_dict(orient="records")
-        servers = {capture: start_server(work, env, capture) for capture in (True, False)}
-        acknowledged_with_capture = 0
-        header = ("batch", "conc", "capture", "req/s", "rows/s", "p50 ms", "p99 ms", "p50 on/off")
-        widths = (5, 4, 7, 8, 8, 8, 8, 10)
+        modes = [OFF, *args.modes]
+        servers = {mode: start_server(work, env, mode) for mode in modes}
+        acknowledged_by = dict.fromkeys(args.modes, 0)
+        header = (
+            "batch",
+            "conc",
+            "capture",
+            "req/s",
+            "rows/s",
+            "p50 ms",
+            "p99 ms",
+            "p50 on/off",
+            "cpu ms/req",
+        )
+        widths = (5, 4, 7, 8, 8, 8, 8, 10, 10)
         print(" ".join(f"{name:>{width}}" for name, width in zip(header, widths, strict=True)))
         for batch in (1, 32):
-            payload = {"dataframe_records": records[:batch]}
+            payload: dict[str, object] = {"dataframe_records": records[:batch]}
             for concurrency in (1, 4, 16):
+                latencies: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
+                walls = dict.fromkeys(modes, 0.0)
+                cpu = dict.fromkeys(modes, 0.0)
+                for _ in range(args.rounds):
+                    for mode in modes:
+                        server, url = servers[mode]
+                        _, _, warm = load(url, payload, 20, concurrency)  # warm up
+                        before = cpu_seconds(server.pid)
+                        timed, wall, acknowledged = load(url, payload, args.requests, concurrency)
+                        cpu[mode] += cpu_seconds(server.pid) - before
+                        if mode != OFF:
+                            acknowledged_by[mode] += acknowledged + warm
+                        latencies[mode].append(timed)
+                        walls[mode] += wall
                 p50 = {}
-                for capture in (False, True):
-                    _, url = servers[capture]
-                    load(url, payload, 20, concurrency)  # warm up
-                    latencies, wall, acknowledged = load(url, payload, args.requests, concurrency)
-                    if capture:
-                        acknowledged_with_capture += acknowledged + 20 * batch
-                    p50[capture] = float(np.percentile(latencies, 50)) * 1000
-                    p99 = float(np.percentile(latencies, 99)) * 1000
-                    ratio = f"{p50[True] / p50[False]:>10.2f}" if capture else ""
+                for mode in modes:
+                    pooled = np.concatenate(latencies[mode])
+                    p50[mode] = float(np.percentile(pooled, 50)) * 1000
+                    p99 = float(np.percentile(pooled, 99)) * 1000
+                    ratio = f"{p50[mode] / p50[OFF]:.2f}" if mode != OFF else ""
+                    requests = args.requests * args.rounds
                     print(
-                        f"{batch:>5} {concurrency:>4} {'on' if capture else 'off':>7} "
-                        f"{args.requests / wall:>8.0f} {args.requests * batch / wall:>8.0f} "
-                        f"{p50[capture]:>8.2f} {p99:>8.2f} {ratio}"
+                        f"{batch:>5} {concurrency:>4} {mode:>7} "
+                        f"{requests / walls[mode]:>8.0f} {requests * batch / walls[mode]:>8.0f} "
+                        f"{p50[mode]:>8.2f} {p99:>8.2f} {ratio:>10} "
+                        f"{cpu[mode] / requests * 1000:>10.2f}",
+                        flush=True,
                     )
         for server, _ in servers.values():
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
-        stored = Store(f"sqlite:///{work / 'predictions.db'}").count()
-        print(f"\nrows acknowledged with capture on: {acknowledged_with_capture}")
-        print(f"rows stored: {stored}")
-        if stored != acknowledged_with_capture:
-            raise SystemExit("capture lost or duplicated rows")
+        print()
+        for mode in args.modes:
+            server, _ = servers[mode]
+            stored = Store(f"sqlite:///{work / f'predictions-{mode}.db'}").count()
+            print(f"{mode}: rows acknowledged {acknowledged_by[mode]}, rows stored {stored}")
+            if server.returncode != 0:
+                raise SystemExit(f"{mode}: the server exited {server.returncode}")
+            if stored != acknowledged_by[mode]:
+                raise SystemExit(f"{mode}: capture lost or duplicated rows")
 
 
 if __name__ == "__main__":

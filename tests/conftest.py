@@ -225,12 +225,15 @@ def run_bikes(
 def wait_until_up(
     url: str, process: subprocess.Popen[T.Any], output: T.Callable[[], str], timeout: float
 ) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's output if it exits first."""
+    """Poll ``url`` until it answers 200; fail with the server's output if it exits first.
+
+    Each poll waits up to 30 s: a refused connection returns at once, and a server that has
+    accepted but answers slowly (a loaded machine) is up, not to be given up on."""
     deadline = time.monotonic() + timeout
     while True:
         assert process.poll() is None, output()[-3000:]
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=30).status_code == 200:
                 return
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout:g} s"
         time.sleep(0.2)

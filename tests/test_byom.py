@@ -27,7 +27,7 @@ from bikes.jobs.promotion import PromotionJob
 from tests.conftest import clean_environment, new_workspace, run_bikes, wait_until_up
 from tests.serving.test_app import free_port
 
-TIMEOUT = httpx.Timeout(30.0)
+TIMEOUT = httpx.Timeout(60.0)  # our server, on a possibly loaded machine
 
 
 def _ok(done: subprocess.CompletedProcess[str]) -> None:

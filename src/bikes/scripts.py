@@ -69,34 +69,36 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         MonitoringFindingError,
         PromotionConflictError,
     )
+    from bikes.core.redaction import redact  # a message may quote a URL: no secret printed
+    from bikes.io.services import redacted_output
 
     try:
         settings = _settings(args.configs, args.extras)
-        with settings.job as job:
+        with redacted_output(), settings.job as job:
             job.run()
     except MonitoringFindingError as error:
         logger.remove()
-        print(f"bikes: monitoring: {error}", file=sys.stderr)
+        print(f"bikes: monitoring: {redact(str(error))}", file=sys.stderr)
         return EXIT_MONITORING
     except PromotionConflictError as error:
         logger.remove()
-        print(f"bikes: promotion refused: {error}", file=sys.stderr)
+        print(f"bikes: promotion refused: {redact(str(error))}", file=sys.stderr)
         return EXIT_CONFLICT
     except AlertDeliveryError as error:
         logger.remove()
-        print(f"bikes: alerts undelivered: {error}", file=sys.stderr)
+        print(f"bikes: alerts undelivered: {redact(str(error))}", file=sys.stderr)
         return EXIT_UNDELIVERED
     except CaptureLossError as error:
         logger.remove()
-        print(f"bikes: capture lost rows: {error}", file=sys.stderr)
+        print(f"bikes: capture lost rows: {redact(str(error))}", file=sys.stderr)
         return EXIT_CAPTURE_LOSS
     except BikesError as error:
         logger.remove()
-        print(f"bikes: error: {error}", file=sys.stderr)
+        print(f"bikes: error: {redact(str(error))}", file=sys.stderr)
         return EXIT_INPUT
     except ModelValidationFailedException as error:
         logger.remove()
-        print(f"bikes: gate failed: {error}", file=sys.stderr)
+        print(f"bikes: gate failed: {redact(str(error))}", file=sys.stderr)
         return EXIT_GATE
     return EXIT_OK
 

@@ -96,7 +96,7 @@ def prometheus_scraping(target: str, work: Path) -> T.Iterator[httpx.Client]:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_up(f"{base}/-/ready", process, (work / "prometheus.log").read_text, timeout=60)
-        with httpx.Client(base_url=base, timeout=10) as client:
+        with httpx.Client(base_url=base, timeout=60) as client:
             yield client
     finally:
         process.terminate()
@@ -135,9 +135,16 @@ def test_prometheus_scrapes_the_service_and_every_dashboard_query_runs(
                     client.post("/invocations", json={"dataframe_records": [{}]}).status_code == 422
                 )
                 time.sleep(0.2)
-            time.sleep(3)  # a few more scrapes, so rates have two samples or more
-            names = set(prometheus.get("/api/v1/label/__name__/values").json()["data"])
             expressions = promql_expressions()
+            # Scraped until every query has data (a rate needs two samples): polled, since a
+            # loaded machine scrapes late.
+            deadline = time.monotonic() + 60
+            while not all(
+                _query(prometheus, e.replace("$__rate_interval", "1m")) for _, e in expressions
+            ):
+                assert time.monotonic() < deadline, "some dashboard query never had data"
+                time.sleep(0.5)
+            names = set(prometheus.get("/api/v1/label/__name__/values").json()["data"])
             assert len(expressions) >= 8
             for where, expression in expressions:
                 used = set(re.findall(r"\bbikes_[a-z_]+", expression))

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
+import socket
+import threading
+import time
+import typing as T
 from pathlib import Path
 
 import mlflow
 import pytest
+from loguru import logger
 
 from bikes.core.errors import InputError
 from bikes.io.services import LoggerService, MlflowService
+from tests.serving.test_app import free_port
 
 
 def test_environment_overrides_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -40,13 +48,124 @@ def test_start_creates_the_experiment_with_local_artifacts(tmp_path: Path) -> No
     assert "MLFLOW_REGISTRY_URI" not in os.environ
 
 
-def test_unreachable_tracking_server_is_an_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    service = MlflowService(tracking_uri="http://127.0.0.1:9")
+def test_unreachable_tracking_server_is_an_input_error() -> None:
+    service = MlflowService(tracking_uri="http://127.0.0.1:9", timeout=2)
     with pytest.raises(InputError, match=r"MLflow tracking at http://127.0.0.1:9: unreachable"):
         service.start()
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+@contextlib.contextmanager
+def black_hole() -> T.Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never answers a byte."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield int(server.getsockname()[1])
+
+
+@contextlib.contextmanager
+def answering(status: int) -> T.Iterator[tuple[int, list[str]]]:
+    """A real HTTP server answering every request with ``status``; yields its port and the
+    paths asked for."""
+    paths: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            paths.append(self.path)
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: T.Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port, paths
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+PLANTED = "planted-Pa55word"
+
+
+@pytest.mark.parametrize("kind", ["closed port", "black hole"])
+def test_an_unreachable_server_fails_within_the_timeout_with_the_password_redacted(
+    kind: str,
+) -> None:
+    """Before: MLflow's 7 retries of 120 s requests, over four minutes. Now: ``timeout``."""
+    timeout = 3.0
+    with contextlib.ExitStack() as stack:
+        port = free_port() if kind == "closed port" else stack.enter_context(black_hole())
+        uri = f"http://bikes:{PLANTED}@127.0.0.1:{port}"
+        service = MlflowService(tracking_uri=uri, timeout=timeout)
+        began = time.monotonic()
+        with pytest.raises(InputError) as caught:
+            service.start()
+        elapsed = time.monotonic() - began
+    message = str(caught.value)
+    print(f"{kind}: InputError after {elapsed:.2f} s (timeout {timeout:g} s)")
+    assert PLANTED not in message
+    assert message.startswith(
+        f"MLflow tracking at http://bikes:***@127.0.0.1:{port}: unreachable within 3 s ("
+    )
+    # It waited for the server (a restart may be on its way), but no longer than asked.
+    assert timeout - 0.1 <= elapsed < timeout + 2
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+
+
+def test_a_server_that_answers_errors_fails_fast_and_mlflow_settings_come_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/health answers (so the probe passes) but every API call is a 503: MLflow's first
+    requests run with no retries, so the job still stops within the timeout."""
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    with answering(503) as (port, paths):
+        service = MlflowService(tracking_uri=f"http://127.0.0.1:{port}", timeout=5)
+        began = time.monotonic()
+        with pytest.raises(InputError, match=r"unreachable or unusable"):
+            service.start()
+        elapsed = time.monotonic() - began
+    assert paths[0] == "/health"
+    assert len(paths) == 2, paths  # the probe, then MLflow's one try: no retry
+    assert elapsed < 5
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+
+
+def test_the_users_own_mlflow_request_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    with answering(503) as (port, paths):
+        service = MlflowService(tracking_uri=f"http://127.0.0.1:{port}", timeout=5)
+        with pytest.raises(InputError, match=r"unreachable or unusable"):
+            service.start()
+    assert len(paths) == 3, paths  # the probe, MLflow's try and the one retry asked for
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+
+
+def test_every_log_line_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    LoggerService(level="INFO", colorize=False).start()
+    logger.info("store postgresql://bikes:{}@db:5432/bikes", PLANTED)
+    logger.warning("webhook https://hooks.slack.com/services/T1/B2/{} refused", PLANTED)
+    try:
+        raise RuntimeError(
+            f"cannot reach http://u:{PLANTED}@host/ (Authorization: Bearer x{PLANTED})"
+        )
+    except RuntimeError:
+        logger.exception("failed")
+    err = capsys.readouterr().err
+    assert PLANTED not in err
+    assert "postgresql://bikes:***@db:5432/bikes" in err
+    assert "https://hooks.slack.com/services/T1/B2/***" in err
+    assert "RuntimeError: cannot reach http://u:***@host/ (Authorization: Bearer ***)" in err
 
 
 def test_logger_levels_are_checked() -> None:

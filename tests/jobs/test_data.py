@@ -57,3 +57,16 @@ def test_range_without_data_is_a_config_error(tmp_path: Path) -> None:
     )
     with job, pytest.raises(ConfigError, match="job.splits.future: no rows"):
         job.run()
+
+
+def test_an_unwritable_output_dir_exits_2_before_the_csv_is_read(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    job = DataJob.model_validate(
+        {
+            "source": str(tmp_path / "no-such.csv"),  # checked after the outputs
+            "contract": str(BIKES_CONTRACT),
+            "output_dir": str(tmp_path / "a-file" / "splits"),
+        }
+    )
+    with job, pytest.raises(ConfigError, match=r"^job\.output_dir: cannot write .*a-file is a"):
+        job.run()

@@ -7,7 +7,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from bikes.core.errors import ContractError, InputError, SchemaError
+from bikes.core.errors import ConfigError, ContractError, InputError, SchemaError
 from bikes.io.contracts import load_contract
 from bikes.jobs.inference import InferenceJob
 from tests.conftest import BIKES_CONTRACT, GIBRALTAR_CONTRACT
@@ -134,3 +134,21 @@ def test_a_contract_the_model_contradicts_names_the_feature(
         pytest.raises(ContractError, match="features: visibility not an input of models:/weather/"),
     ):
         job.run()
+
+
+def test_an_unwritable_output_exits_2_before_the_model_is_looked_up(
+    services: dict[str, T.Any], splits_dir: Path, tmp_path: Path
+) -> None:
+    """It failed after every row was scored; the model URI here does not even exist."""
+    (tmp_path / "a-file").write_text("not a folder")
+    job = InferenceJob.model_validate(
+        {
+            "inputs": {"path": str(splits_dir / "production.parquet")},
+            "outputs": {"path": str(tmp_path / "a-file" / "predictions.parquet")},
+            "model_uri": "models:/no-such-model@champion",
+            **services,
+        }
+    )
+    with job, pytest.raises(ConfigError, match=r"^job\.outputs\.path: cannot write .*a-file is a"):
+        job.run()
+    assert (tmp_path / "a-file").read_text() == "not a folder"

@@ -13,15 +13,17 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pydantic as pdt
 import pytest
+import sqlalchemy as sa
 from sklearn import metrics
 
 from bikes import scripts
-from bikes.core.errors import ContractError, InputError, MonitoringFindingError
+from bikes.core.errors import ConfigError, ContractError, InputError, MonitoringFindingError
 from bikes.io.monitoring import MonitoringTables
 from bikes.io.store import Store, raw_row
 from bikes.jobs.monitoring import MonitoringJob
-from tests.conftest import started
+from tests.conftest import postgres_database, started
 
 
 def _job(services: dict[str, T.Any], tmp_path: Path, **config: T.Any) -> MonitoringJob:
@@ -187,7 +189,8 @@ def test_alerts_reach_webhooks_and_fail_on_exits_4(
         f"  results_path: {tmp_path / 'm.json'}\n"
         f"  report_path: {tmp_path / 'm.html'}\n"
         "  alerts: [{check: performance_degradation, threshold: 0.2, severity: critical}]\n"
-        f"  channels: [{{KIND: log}}, {{KIND: webhook, url: '{url}'}}, {{KIND: slack, url_env: TEST_SLACK_URL}}]\n"
+        f"  channels: [{{KIND: log}}, {{KIND: webhook, url: '{url}', timeout: 60}}, "
+        "{KIND: slack, url_env: TEST_SLACK_URL, timeout: 60}]\n"
         "  fail_on: detected\n"
     )
     tracking = services["mlflow_service"].tracking_uri
@@ -217,15 +220,12 @@ def test_bad_inputs_are_named(
         pytest.raises(InputError, match="no predictions captured yet"),
     ):
         job.run()
-    with (
+    with pytest.raises(pdt.ValidationError, match="a backfill \\(step\\) needs start and end"):
         _job(
             services,
             tmp_path,
             current={"KIND": "StoreReader", "uri": production_store, "step": "1D"},
-        ) as job,
-        pytest.raises(InputError, match="needs start and end"),
-    ):
-        job.run()
+        )
     current = {"KIND": "StoreReader", "uri": production_store}
     with (
         _job(services, tmp_path, current=current, columns=["temp", "district"]) as job,
@@ -612,7 +612,13 @@ def test_a_regression_model_trained_elsewhere_with_a_reference_data_tag(
     assert performance["degraded"]
     assert result["target_drift"]["drift"]
     with (
-        _job(services, tmp_path, registered_model="sales", contract={"target": "spend"}) as job,
+        _job(
+            services,
+            tmp_path,
+            registered_model="sales",
+            contract={"target": "spend"},
+            current={"KIND": "ParquetReader", "path": str(tmp_path / "current.parquet")},
+        ) as job,
         pytest.raises(ContractError, match="job.contract.target: 'spend' is not a column of"),
     ):
         job.run()
@@ -693,3 +699,137 @@ def test_a_metrics_table_of_an_older_bikes_is_named_not_written(tmp_path: Path) 
     with pytest.raises(InputError, match="monitoring_metrics was created by an older bikes"):
         MonitoringTables(store, "bikes").create()
     store.dispose()
+
+
+# -- checked up front: exit 2 naming the key, and nothing written ----------------------------------
+
+
+def _nothing_written(store: Store, tmp_path: Path, services: dict[str, T.Any], run: str) -> None:
+    """No results, no report, no monitoring table rows, no MLflow run."""
+    assert not (tmp_path / "monitoring.json").exists()
+    assert not (tmp_path / "monitoring.html").exists()
+    with store.engine.connect() as connection:
+        tables = set(sa.inspect(connection).get_table_names())
+    for table in {"monitoring_metrics", "monitoring_alerts"} & tables:
+        with store.engine.connect() as connection:
+            count = connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+        assert count == 0, table
+    with started(services["mlflow_service"]):
+        runs = mlflow.search_runs(
+            search_all_experiments=True, filter_string=f"tags.mlflow.runName = '{run}'"
+        )
+    assert len(runs) == 0
+
+
+@pytest.mark.parametrize(
+    ("current", "named"),
+    [
+        ({"step": "0D"}, "job.current.step: Value error, '0D' is not a positive pandas frequency"),
+        ({"step": "-1D"}, "job.current.step: Value error, '-1D' is not a positive pandas"),
+        ({"step": "fortnightly"}, "job.current.step: Value error, 'fortnightly' is not a positive"),
+        (
+            {"start": "2026-03-03", "end": "2026-03-01"},
+            "job.current: Value error, start 2026-03-03 00:00:00 is not before end 2026-03-01",
+        ),
+        ({"end": None}, "job.current: Value error, a backfill (step) needs start and end"),
+        (
+            {"start": "0001-01-01T00:00:00+10:00"},
+            "job.current.start: Value error, 0001-01-01 00:00:00+10:00 is beyond years 1..9999",
+        ),
+    ],
+)
+def test_a_bad_window_or_step_exits_2_naming_the_key_and_writes_nothing(
+    shop_store: Store,
+    services: dict[str, T.Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    current: dict[str, T.Any],
+    named: str,
+) -> None:
+    """It was a traceback (exit 1) after the metrics rows, or (start after end) no window at
+    all and exit 0."""
+    run = f"bad-window-{uuid.uuid4().hex[:8]}"
+    job = _store_job(
+        services, tmp_path, shop_store, start="2026-03-01", end="2026-03-03", step="1D"
+    )
+    settings = job.model_dump(mode="json", exclude={"mlflow_service", "logger_service"})
+    settings["current"].update(current)
+    config = tmp_path / "monitoring.yaml"
+    config.write_text(json.dumps({"job": {**settings, "run_name": run}}))
+    tracking = services["mlflow_service"].tracking_uri
+    code = scripts.main([str(config), "-e", f"job.mlflow_service.tracking_uri={tracking}"])
+    assert code == scripts.EXIT_INPUT == 2
+    assert named in capsys.readouterr().err
+    _nothing_written(shop_store, tmp_path, services, run)
+
+
+def test_an_unwritable_output_exits_2_before_any_metrics_alert_or_run(
+    shop_store: Store, services: dict[str, T.Any], tmp_path: Path
+) -> None:
+    """The results and report were written last: after the metrics rows, the alerts and the
+    MLflow run. Root writes anywhere, so: a parent that is a file, /proc, a folder."""
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "a-folder").mkdir()
+    cases = [
+        ("results_path", tmp_path / "a-file" / "m.json", "a-file is a file, not a folder"),
+        ("report_path", tmp_path / "a-file" / "deep" / "m.html", "a-file is a file, not a"),
+        ("report_path", Path("/proc/bikes/m.html"), "no file can be created in /proc"),
+        ("results_path", tmp_path / "a-folder", "a-folder is a folder, not a file"),
+    ]
+    for key, path, reason in cases:
+        run = f"unwritable-{uuid.uuid4().hex[:8]}"
+        job = _store_job(
+            services, tmp_path, shop_store, start="2026-03-01", end="2026-03-03", step="1D"
+        ).model_copy(update={key: str(path), "run_name": run})
+        with job, pytest.raises(ConfigError) as raised:
+            job.run()
+        assert str(raised.value).startswith(f"job.{key}: ")
+        assert reason in str(raised.value)
+        _nothing_written(shop_store, tmp_path, services, run)
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+    assert list((tmp_path / "a-folder").iterdir()) == []
+    assert not Path("/proc/bikes").exists()
+
+
+def test_a_store_never_created_exits_2_redacted_and_is_not_created(
+    services: dict[str, T.Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing SQLite file was created empty (and given the monitoring tables) by the job
+    that then failed; a PostgreSQL database without the capture tables is named too."""
+    _shop_table(300, 1, (0.5, 0.3, 0.2)).to_parquet(tmp_path / "reference.parquet")
+    missing = tmp_path / "never" / "predictions.db"
+
+    def config(uri: str) -> Path:
+        path = tmp_path / "monitoring.yaml"
+        job = {
+            "KIND": "MonitoringJob",
+            "registered_model": "shop",
+            "contract": SHOP_CONTRACT,
+            "reference": {"KIND": "ParquetReader", "path": str(tmp_path / "reference.parquet")},
+            "current": {"KIND": "StoreReader", "uri": uri},
+            "results_path": str(tmp_path / "monitoring.json"),
+            "report_path": str(tmp_path / "monitoring.html"),
+            "channels": [],
+            "mlflow_service": {"tracking_uri": services["mlflow_service"].tracking_uri},
+        }
+        path.write_text(json.dumps({"job": job}))
+        return path
+
+    assert scripts.main([str(config(f"sqlite:///{missing}"))]) == scripts.EXIT_INPUT
+    error = capsys.readouterr().err
+    assert f"job.current.uri: store sqlite:///{missing}: no such database file" in error
+    assert not missing.parent.exists()  # nothing created, not even its folder
+    with postgres_database("bikes_never") as uri:
+        secret = sa.make_url(uri).set(password="pl4nted-s3cret")
+        uri_with_password = secret.render_as_string(hide_password=False)
+        code = scripts.main([str(config(uri_with_password))])
+        error = capsys.readouterr().err
+        assert code == scripts.EXIT_INPUT
+        assert "job.current.uri: store postgresql+psycopg://postgres:***@" in error
+        assert "no predictions table, nothing was captured here" in error
+        assert "pl4nted-s3cret" not in error
+        engine = sa.create_engine(uri)
+        with engine.connect() as connection:
+            assert sa.inspect(connection).get_table_names() == []  # no metrics tables either
+        engine.dispose()
+    assert not (tmp_path / "monitoring.json").exists()

@@ -39,6 +39,22 @@ Task = T.Literal["regression", "classification"]
 # On the candidate version: the gate's verdict and the run that gave it (promotion reads them).
 VALIDATION_STATUS_TAG = "validation_status"
 VALIDATION_RUN_TAG = "validation_run_id"
+# The champion the gate compared the candidate against, and its alias: a promotion moves the
+# alias only if it still points there (compare-and-set), so two gates racing cannot both win.
+VALIDATION_CHAMPION_TAG = "validation_champion_version"
+VALIDATION_CHAMPION_ALIAS_TAG = "validation_champion_alias"
+NO_CHAMPION = "none"  # the tag's value on a first deploy: no champion to compare against
+
+
+def champion_tag(version: str | None) -> str:
+    """The ``validation_champion_version`` value for the champion compared against."""
+    return NO_CHAMPION if version is None else str(version)
+
+
+def compared_champion(tag: str) -> str | None:
+    """The champion version a ``validation_champion_version`` tag names (None: none)."""
+    return None if tag == NO_CHAMPION else tag
+
 
 # Names, made SklearnMetric on use: checking a name imports sklearn.metrics, which a promotion
 # (reading the tags above) never needs.

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic as pdt
 
-from bikes.core.errors import InputError
+from bikes.core.errors import ConfigError, InputError
 
 
 class ParquetReader(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
@@ -76,6 +76,29 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_writable(path: str | Path, key: str) -> None:
+    """Fail before any work (and any other output) when ``path`` cannot be written, naming the
+    config ``key``: its nearest existing folder must let us create a file there (a probe file,
+    removed at once; missing folders are not created yet), and it must not be a folder."""
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{key}: {file} is a folder, not a file")
+    folder = file.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{key}: cannot write {file}: {folder} is a file, not a folder")
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".bikes-write-check-")
+    except OSError as error:
+        raise ConfigError(
+            f"{key}: cannot write {file}: no file can be created in {folder} "
+            f"({error.strerror or error})"
+        ) from None
+    os.close(descriptor)
+    os.remove(probe)
 
 
 def write_text(path: str | Path, text: str) -> Path:

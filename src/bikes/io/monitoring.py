@@ -1,13 +1,17 @@
 """Monitoring's edges: production windows from the store, the champion's reference data,
-the ``monitoring_metrics`` table Grafana reads, and alert channels with a cooldown."""
+the ``monitoring_metrics`` table Grafana reads, and alert channels with a cooldown that starts
+only once an alert is delivered (undelivered ones wait in ``monitoring_alerts_undelivered``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import itertools
+import json
 import os
 import tempfile
+import time
 import typing as T
 
 import httpx
@@ -21,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bikes.core.errors import InputError, first_line
+from bikes.core.redaction import redact, redact_url
 from bikes.io import registry
 from bikes.io.datasets import ParquetReader
 from bikes.io.store import Store, configured_uri
@@ -70,14 +75,46 @@ class StoreReader(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
         "backfill, oldest window first.",
     )
 
+    @pdt.field_validator("start", "end")
+    @classmethod
+    def _naive_utc(cls, moment: dt.datetime | None) -> dt.datetime | None:
+        """The store's event times are naive UTC: an aware bound is converted, so it compares."""
+        if moment is None or moment.tzinfo is None:
+            return moment
+        try:
+            return moment.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError(f"{moment} is beyond years 1..9999 in UTC") from None
+
+    @pdt.field_validator("step")
+    @classmethod
+    def _positive_step(cls, step: str | None) -> str | None:
+        """A step that pandas cannot read, or that does not move forward, is refused here:
+        before anything is read or written (it was a traceback after the metrics rows)."""
+        if step is None:
+            return step
+        try:
+            offset = pd.tseries.frequencies.to_offset(step)
+        except ValueError:
+            offset = None
+        if offset is None or offset.n <= 0:
+            raise ValueError(f"{step!r} is not a positive pandas frequency (1D, 6h, 7D, MS...)")
+        return step
+
+    @pdt.model_validator(mode="after")
+    def _ordered(self) -> T.Self:
+        if self.step is not None and (self.start is None or self.end is None):
+            raise ValueError("a backfill (step) needs start and end")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(f"start {self.start} is not before end {self.end}")
+        return self
+
     def store(self) -> Store:
         return Store(configured_uri(self.uri), self.schema_name)
 
     def bounds(self) -> list[tuple[dt.datetime | None, dt.datetime | None]]:
         """Each window's ``[start, end)``; ``(None, None)``: the latest rows."""
-        if self.step is not None:
-            if self.start is None or self.end is None:
-                raise InputError("job.current: a backfill (step) needs start and end")
+        if self.step is not None and self.start is not None and self.end is not None:
             edges = pd.date_range(self.start, self.end, freq=self.step).to_pydatetime().tolist()
             if not edges or edges[-1] < self.end:
                 edges.append(self.end)
@@ -186,16 +223,50 @@ def _alerts_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+def _undelivered_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "monitoring_alerts_undelivered",
+        metadata,
+        sa.Column("model_name", sa.String(200), primary_key=True),
+        sa.Column("rule", sa.String(200), primary_key=True),
+        sa.Column("window_start", sa.DateTime, primary_key=True),
+        sa.Column("window_end", sa.DateTime, primary_key=True),
+        sa.Column("channel", sa.String(200), primary_key=True),
+        sa.Column("alert", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("first_failed_at", sa.DateTime, nullable=False),
+        sa.Column("last_failed_at", sa.DateTime, nullable=False),
+        sa.Column("last_error", sa.Text, nullable=False),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """An alert a channel has not taken yet: what to send again, and how it failed so far."""
+
+    rule: str
+    start: dt.datetime
+    end: dt.datetime
+    channel: str
+    alert: dict[str, T.Any]
+    attempts: int
+    last_error: str
+
+
 class MonitoringTables:
-    """``monitoring_metrics`` (long format, upserted: re-running a window replaces its rows)
-    and ``monitoring_alerts`` (which rule fired for which window: the cooldown), one set of
-    rows per ``model_name``: several models share the tables."""
+    """``monitoring_metrics`` (long format, upserted: re-running a window replaces its rows),
+    ``monitoring_alerts`` (which rule fired and was delivered for which window: the cooldown)
+    and ``monitoring_alerts_undelivered`` (one row per alert and channel that refused it, kept
+    until a later run delivers it), one set of rows per ``model_name``: several models share
+    the tables. A ``monitoring_alerts`` of an earlier bikes has the same layout and is used
+    as it is; the undelivered table is added beside it."""
 
     def __init__(self, store: Store, model_name: str = "bikes") -> None:
         self.store = store
         self.model_name = model_name
         self.metrics = _metrics_table(store.metadata)
         self.alerts = _alerts_table(store.metadata)
+        self.undelivered = _undelivered_table(store.metadata)
 
     def create(self) -> None:
         """Create the tables if missing; tables an older bikes created (no ``model_name``)
@@ -219,6 +290,7 @@ class MonitoringTables:
                         )
                 self.metrics.create(connection, checkfirst=True)
                 self.alerts.create(connection, checkfirst=True)
+                self.undelivered.create(connection, checkfirst=True)
         except sa.exc.SQLAlchemyError as error:
             raise InputError(
                 f"store {self.store.safe_uri}: unreachable ({first_line(error)})"
@@ -271,8 +343,22 @@ class MonitoringTables:
             )
             connection.execute(statement, records)
 
-    def first_firing(self, rule: str, start: dt.datetime, end: dt.datetime) -> bool:
-        """Record that ``rule`` fired for this window; False when it already had."""
+    def fired(self, rule: str, start: dt.datetime, end: dt.datetime) -> bool:
+        """Whether ``rule`` already fired for this window: delivered (the cooldown) or waiting
+        in the undelivered table (the next run sends it again: never a second copy)."""
+        where = {"rule": rule[:200], "window_start": start, "window_end": end}
+        with self.store.engine.connect() as connection:
+            for table in (self.alerts, self.undelivered):
+                query = sa.select(sa.func.count()).where(
+                    table.c.model_name == self.model_name,
+                    *(table.c[name] == value for name, value in where.items()),
+                )
+                if connection.execute(query).scalar_one():
+                    return True
+        return False
+
+    def record_delivered(self, rule: str, start: dt.datetime, end: dt.datetime) -> None:
+        """The cooldown: written only once every channel took the alert."""
         insert = self._dialect().insert(self.alerts).on_conflict_do_nothing()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         record = {
@@ -283,8 +369,81 @@ class MonitoringTables:
             "fired_at": now,
         }
         with self.store.engine.begin() as connection:
-            done = connection.execute(insert, record)
-        return bool(done.rowcount)
+            connection.execute(insert, record)
+
+    def record_undelivered(
+        self,
+        rule: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        channel: str,
+        alert: dict[str, T.Any],
+        error: str,
+    ) -> None:
+        """Keep an alert ``channel`` refused, or count one more refusal."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        insert = self._dialect().insert(self.undelivered)
+        statement = insert.on_conflict_do_update(
+            index_elements=["model_name", "rule", "window_start", "window_end", "channel"],
+            set_={
+                "attempts": self.undelivered.c.attempts + 1,
+                "last_failed_at": insert.excluded.last_failed_at,
+                "last_error": insert.excluded.last_error,
+            },
+        )
+        record = {
+            "model_name": self.model_name,
+            "rule": rule[:200],
+            "window_start": start,
+            "window_end": end,
+            "channel": channel[:200],
+            "alert": json.dumps(alert, default=str),
+            "attempts": 1,
+            "first_failed_at": now,
+            "last_failed_at": now,
+            "last_error": redact(error)[:2000],
+        }
+        with self.store.engine.begin() as connection:
+            connection.execute(statement, record)
+
+    def clear_undelivered(
+        self, rule: str, start: dt.datetime, end: dt.datetime, channel: str
+    ) -> bool:
+        """Forget a delivered alert's row; True when no other channel still waits for it."""
+        table = self.undelivered
+        same = (
+            table.c.model_name == self.model_name,
+            table.c.rule == rule[:200],
+            table.c.window_start == start,
+            table.c.window_end == end,
+        )
+        with self.store.engine.begin() as connection:
+            connection.execute(table.delete().where(*same, table.c.channel == channel[:200]))
+            left = connection.execute(sa.select(sa.func.count()).where(*same)).scalar_one()
+        return not left
+
+    def pending(self) -> list[Pending]:
+        """This model's undelivered alerts, oldest window first."""
+        table = self.undelivered
+        query = (
+            sa.select(table)
+            .where(table.c.model_name == self.model_name)
+            .order_by(table.c.window_start, table.c.rule, table.c.channel)
+        )
+        with self.store.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [
+            Pending(
+                rule=row["rule"],
+                start=row["window_start"],
+                end=row["window_end"],
+                channel=row["channel"],
+                alert=json.loads(row["alert"]),
+                attempts=int(row["attempts"]),
+                last_error=row["last_error"],
+            )
+            for row in rows
+        ]
 
     def read(self) -> pd.DataFrame:
         """This model's rows of ``monitoring_metrics``."""
@@ -296,7 +455,12 @@ class MonitoringTables:
 class Channel(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """Where alerts go: ``log``, a ``webhook`` (JSON POST) or a ``slack`` incoming webhook.
 
-    Webhook URLs carry secrets: give ``url_env``, the environment variable that holds it.
+    Webhook URLs carry secrets: give ``url_env``, the environment variable that holds it; the
+    URL is never printed unredacted. A delivery that fails on the network, a 5xx or a 429 is
+    tried ``retries`` more times, ``backoff`` seconds apart, doubling; a 4xx is final (a
+    wrong URL does not heal). What still fails is the caller's to keep for the next run.
+    Delivery is at least once: a channel that took an alert but answered too late gets it
+    again.
     """
 
     KIND: T.Literal["log", "webhook", "slack"] = pdt.Field(
@@ -307,23 +471,89 @@ class Channel(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         default=None, description="The environment variable holding the webhook's URL."
     )
     timeout: float = pdt.Field(default=10.0, gt=0, description="HTTP timeout, seconds.")
+    retries: int = pdt.Field(
+        default=2,
+        ge=0,
+        description="Further attempts after a failed delivery within one run (network error, "
+        "5xx, 429); what still fails is kept and sent again on the next run.",
+    )
+    backoff: float = pdt.Field(
+        default=1.0, ge=0, description="Seconds before the first retry, doubled for each next."
+    )
 
-    def send(self, alerts: list[dict[str, T.Any]]) -> None:
+    @pdt.model_validator(mode="after")
+    def _needs_an_address(self) -> Channel:
+        if self.KIND != "log" and not self.url and not self.url_env:
+            raise ValueError(f"a {self.KIND} channel needs url or url_env")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The channel's name in the undelivered table: stable across runs, no secret in it
+        (``url_env`` by name, a literal URL by a hash)."""
+        if self.KIND == "log":
+            return "log"
+        if self.url_env:
+            return f"{self.KIND}:env:{self.url_env}"
+        digest = hashlib.sha256(str(self.url).encode()).hexdigest()[:16]
+        return f"{self.KIND}:url:{digest}"
+
+    @property
+    def name(self) -> str:
+        """The channel for people: its kind and its variable or redacted URL."""
+        if self.KIND == "log":
+            return "log"
+        where = f"${self.url_env}" if self.url_env else redact_url(str(self.url))
+        return f"{self.KIND} {where}"
+
+    def resolved_url(self) -> str:
+        """The webhook's URL; ``InputError`` when its variable is unset."""
+        url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
+        if not url:
+            raise InputError(
+                f"alert channel {self.KIND}: environment variable {self.url_env} is not set"
+            )
+        return url
+
+    def deliver(self, alerts: list[dict[str, T.Any]]) -> str | None:
+        """Send ``alerts`` in one message; None when delivered, else why not (redacted)."""
         if not alerts:
-            return
+            return None
         if self.KIND == "log":
             for alert in alerts:
                 logger.warning("ALERT [{severity}] {message}", **alert)
-            return
-        url = self.url or (os.environ.get(self.url_env) if self.url_env else None)
-        if not url:
-            raise InputError(f"alert channel {self.KIND}: set url or url_env (and that variable)")
+            return None
+        url = self.resolved_url()
         if self.KIND == "slack":
             lines = [f"*[{a['severity']}]* {a['message']}" for a in alerts]
             payload: dict[str, T.Any] = {"text": "bikes monitoring\n" + "\n".join(lines)}
         else:
             payload = {"source": "bikes", "alerts": alerts}
-        try:
-            httpx.post(url, json=payload, timeout=self.timeout).raise_for_status()
-        except httpx.HTTPError as error:
-            logger.error("Alert channel {} failed: {}", self.KIND, error)
+        delay = self.backoff
+        for attempt in range(1, self.retries + 2):
+            try:
+                response = httpx.post(url, json=payload, timeout=self.timeout)
+            except httpx.HTTPError as error:
+                failure, again = f"{type(error).__name__}: {first_line(error)}", True
+            else:
+                if response.is_success:
+                    return None
+                code = response.status_code
+                failure, again = f"HTTP {code} {response.reason_phrase}", code >= 500 or code == 429
+            failure = redact(failure)  # httpx quotes the URL, secret path and all
+            if not again or attempt > self.retries:
+                logger.error(
+                    "Alert channel {} failed ({} attempt(s)): {}", self.name, attempt, failure
+                )
+                return failure
+            logger.warning(
+                "Alert channel {} failed ({}): retry {} of {} in {:g} s",
+                self.name,
+                failure,
+                attempt,
+                self.retries,
+                delay,
+            )
+            time.sleep(delay)
+            delay *= 2
+        return None  # unreachable: the last attempt returns above

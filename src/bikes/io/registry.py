@@ -2,22 +2,32 @@
 
 Aliases, never the removed stages. Every URI is resolved to a concrete version before loading,
 so the version we report is the version that answered, even if an alias moves meanwhile.
+A gate's promotion is a compare-and-set (``promote``): the alias moves only if it still points
+at the version the gate compared against.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import re
 import typing as T
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
+from loguru import logger
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.pyfunc import PyFuncModel
 from mlflow.tracking import MlflowClient
 
-from bikes.core.errors import InputError, first_line
+from bikes.core.errors import InputError, PromotionConflictError, first_line
+from bikes.core.redaction import redact, redact_url
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -77,6 +87,135 @@ def load(ref: ModelRef) -> PyFuncModel:
 
 def set_alias(client: MlflowClient, ref: ModelRef, alias: str) -> None:
     client.set_registered_model_alias(ref.name, alias, ref.version)
+
+
+def promote(
+    client: MlflowClient,
+    ref: ModelRef,
+    alias: str,
+    expected: str | None,
+    registry_uri: str,
+) -> str | None:
+    """Compare-and-set: point ``alias`` at ``ref`` only if it still points at ``expected``
+    (None: the alias did not exist). Returns the version it pointed at before.
+
+    Two gates that compared their candidates against the same champion must not both promote:
+    the second would replace the first without having been compared with it. So the re-check
+    and the move happen under a lock (``promotion_lock``): a PostgreSQL advisory lock on the
+    registry's database, a file lock beside a SQLite registry; an http(s) tracking server
+    offers no lock, so there the alias is re-checked right before it is set, which narrows the
+    window to two requests but cannot close it. A moved alias raises
+    ``PromotionConflictError`` naming both versions, and nothing moves. An alias already on
+    ``ref`` is left as it is.
+    """
+    with promotion_lock(registry_uri, f"{ref.name}@{alias}"):
+        current = alias_version(client, ref.name, alias)
+        if current == ref.version:
+            return current
+        if current != expected:
+            raise PromotionConflictError(conflict_message(ref, alias, expected, current))
+        set_alias(client, ref, alias)
+    return current
+
+
+def conflict_message(ref: ModelRef, alias: str, expected: str | None, current: str | None) -> str:
+    """Why ``ref`` was not promoted, with both versions named."""
+    was = f"version {expected}" if expected is not None else "no version (a first deploy)"
+    now = f"version {current}" if current is not None else "no version"
+    return (
+        f"{ref.name}@{alias} is now {now}, but the gate compared {ref.uri} against {was}: "
+        f"nothing moved; run the gate again to compare version {ref.version} with the new "
+        f"{alias}"
+    )
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, None when the alias or the model does not exist; any
+    other registry error is raised (``InputError``), never read as "no alias"."""
+    try:
+        aliases: dict[str, T.Any] = client.get_registered_model(name).aliases
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise InputError(
+            f"registered model '{name}': alias {alias} unreadable ({redact(first_line(error))})"
+        ) from None
+    version = aliases.get(alias)
+    return None if version is None else str(version)
+
+
+@contextlib.contextmanager
+def promotion_lock(registry_uri: str, key: str) -> T.Iterator[str]:
+    """Hold the registry's promotion lock for ``key`` (``name@alias``); yields its kind.
+
+    ``advisory``: ``pg_advisory_xact_lock`` in a transaction on the PostgreSQL registry
+    database itself, so every process promoting into that registry, on any machine, queues
+    on it; released when the transaction ends, or when a killed process's connection drops.
+    ``file``: ``fcntl.flock`` on ``<database>.promotion.lock`` beside a SQLite registry (or in
+    a file registry's folder); released by the kernel when the holder exits, however it dies.
+    ``none``: an http(s) tracking server (or another store) offers no lock: the caller's
+    re-check right before the set is all there is.
+    """
+    scheme = registry_uri.split(":", 1)[0].lower() if "://" in registry_uri else "file"
+    backend = scheme.split("+", 1)[0]
+    if backend in ("postgresql", "postgres"):
+        with _advisory_lock(registry_uri, key):
+            yield "advisory"
+    elif backend == "sqlite" or backend == "file":
+        path = _lock_path(registry_uri, backend)
+        if path is None:
+            yield "none"  # an in-memory database: one process, nothing to share
+            return
+        with _file_lock(path):
+            yield "file"
+    else:
+        yield "none"
+
+
+def _lock_path(registry_uri: str, backend: str) -> Path | None:
+    if backend == "sqlite":
+        database = sa.make_url(registry_uri).database
+        if not database or database == ":memory:":
+            return None
+        return Path(f"{database}.promotion.lock")
+    folder = registry_uri.removeprefix("file://") if "://" in registry_uri else registry_uri
+    return Path(folder) / ".promotion.lock"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> T.Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:  # "a": created if missing, never truncated under a holder
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("Waiting for the promotion lock {} (another promotion holds it)", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _advisory_lock(registry_uri: str, key: str) -> T.Iterator[None]:
+    url = sa.make_url(registry_uri)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")  # the driver bikes installs
+    digest = hashlib.sha256(f"bikes-promotion:{key}".encode()).digest()
+    number = int.from_bytes(digest[:8], "big", signed=True)  # PostgreSQL's bigint is signed
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": number})
+            yield
+    except sa.exc.SQLAlchemyError as error:
+        raise InputError(
+            f"registry {redact_url(registry_uri)}: promotion lock unavailable "
+            f"({redact(first_line(error))})"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def set_tags(client: MlflowClient, ref: ModelRef, tags: dict[str, str]) -> None:
@@ -169,5 +308,10 @@ def _type_name(spec: T.Any) -> str:
 
 def version_tag(client: MlflowClient, ref: ModelRef, key: str) -> str | None:
     """A tag of a model version, or None when it is not set."""
+    return version_tags(client, ref).get(key)
+
+
+def version_tags(client: MlflowClient, ref: ModelRef) -> dict[str, str]:
+    """Every tag of a model version."""
     tags: dict[str, str] = client.get_model_version(ref.name, ref.version).tags
-    return tags.get(key)
+    return dict(tags)

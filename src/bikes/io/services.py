@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import os
 import sys
+import time
 import typing as T
 from pathlib import Path
 
+import httpx
 import mlflow
 import pydantic as pdt
 from loguru import logger
@@ -14,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bikes.core.errors import InputError, first_line
+from bikes.core.redaction import redact, redact_url
 
 LOG_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
@@ -22,7 +28,12 @@ LOG_FORMAT = (
 
 
 class LoggerService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
-    """Loguru on stderr, so stdout stays free for machine-readable output."""
+    """Loguru on stderr, so stdout stays free for machine-readable output.
+
+    Every line is redacted (``bikes.core.redaction``): a patcher cleans each record's message
+    for any sink, and the stderr sink cleans the formatted line again, tracebacks included, so
+    no URL password, DSN, token or webhook secret reaches the log whoever wrote the message.
+    """
 
     level: T.Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = pdt.Field(
         default="INFO", description="The least severe level logged."
@@ -33,13 +44,85 @@ class LoggerService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
 
     def start(self) -> None:
         logger.remove()
-        logger.add(sys.stderr, level=self.level, format=LOG_FORMAT, colorize=self.colorize)
+        logger.configure(patcher=_redact_record)
+        colorize = self.colorize if self.colorize is not None else _is_terminal(sys.stderr)
+        logger.add(_write_redacted, level=self.level, format=LOG_FORMAT, colorize=colorize)
+        _redact_standard_logging()
 
     def stop(self) -> None:
         logger.complete()
 
 
+def _redact_record(record: T.Any) -> None:
+    record["message"] = redact(record["message"])
+
+
+class _RedactingFilter(logging.Filter):
+    """For the standard logging handlers MLflow, SQLAlchemy and alembic write through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def _redact_standard_logging() -> None:
+    """A redacting filter on every handler configured so far (MLflow's own, at its import)."""
+    loggers = [logging.getLogger()] + [
+        item
+        for item in logging.Logger.manager.loggerDict.values()
+        if isinstance(item, logging.Logger)
+    ]
+    for handler in {id(h): h for one in loggers for h in one.handlers}.values():
+        if not any(isinstance(f, _RedactingFilter) for f in handler.filters):
+            handler.addFilter(_RedactingFilter())
+
+
+class _RedactingStream:
+    """A text stream that redacts what is written through it, whole writes at a time
+    (print and logging write a line at once), and is the stream it wraps otherwise."""
+
+    def __init__(self, stream: T.TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> T.Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def redacted_output() -> T.Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` redacted while a job runs: libraries print too (MLflow
+    writes its "View run" link, the tracking URI's userinfo included, on stdout)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = T.cast(T.TextIO, _RedactingStream(saved[0]))
+    sys.stderr = T.cast(T.TextIO, _RedactingStream(saved[1]))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _write_redacted(message: str) -> None:
+    """The stderr sink: looked up at each line (tests swap it), redacted as a whole."""
+    sys.stderr.write(redact(message))
+
+
+def _is_terminal(stream: T.Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# MLflow's HTTP client settings, bounded while the service starts (see MlflowService.start).
+_REQUEST_VARIABLES = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
 
 
 def _is_local(uri: str) -> bool:
@@ -51,6 +134,13 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
 
     The standard ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI`` environment variables win
     over the config, so one job file runs against the local SQLite file or a shared server.
+
+    An http(s) server that does not answer fails the job (exit 2) within ``timeout`` seconds,
+    not after MLflow's own retries (7 with backoff, 120 s each: minutes): its ``/health`` is
+    polled with that deadline before MLflow touches it, and MLflow's first requests run with
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` at ``timeout`` and no retries, unless those variables are
+    set. Once started, the job's requests follow MLflow's settings (a long artifact upload
+    may need them). Messages name the URI with its password redacted.
     """
 
     tracking_uri: str = pdt.Field(
@@ -66,6 +156,12 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     artifact_root: str = pdt.Field(
         default="mlartifacts",
         description="Where a local tracking store keeps artifacts of new experiments.",
+    )
+    timeout: float = pdt.Field(
+        default=20.0,
+        gt=0,
+        description="Seconds an http(s) tracking or registry server has to answer when the "
+        "job starts (polled, then MLflow's first requests); after that the job exits 2.",
     )
 
     @property
@@ -90,23 +186,66 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         mlflow.set_tracking_uri(self.effective_tracking_uri)
         mlflow.set_registry_uri(self.effective_registry_uri)
         try:
-            if os.environ.get("MLFLOW_RUN_ID"):
-                # Inside `mlflow run`: the project run already chose its experiment and run.
-                mlflow.get_run(os.environ["MLFLOW_RUN_ID"])
-                return
-            experiment = mlflow.get_experiment_by_name(self.experiment_name)
-            if experiment is None:
-                location = None
-                if _is_local(self.effective_tracking_uri):
-                    location = Path(self.artifact_root).resolve().as_uri()
-                mlflow.create_experiment(self.experiment_name, artifact_location=location)
-            mlflow.set_experiment(self.experiment_name)
+            deadline = time.monotonic() + self.timeout
+            self._wait_for_servers(deadline)
+            with self._bounded_requests(deadline):
+                if os.environ.get("MLFLOW_RUN_ID"):
+                    # Inside `mlflow run`: the project run already chose its experiment and run.
+                    mlflow.get_run(os.environ["MLFLOW_RUN_ID"])
+                    return
+                experiment = mlflow.get_experiment_by_name(self.experiment_name)
+                if experiment is None:
+                    location = None
+                    if _is_local(self.effective_tracking_uri):
+                        location = Path(self.artifact_root).resolve().as_uri()
+                    mlflow.create_experiment(self.experiment_name, artifact_location=location)
+                mlflow.set_experiment(self.experiment_name)
         except MlflowException as error:
             self.stop()  # hand the environment back even when the store is unusable
             raise InputError(
-                f"MLflow tracking at {self.effective_tracking_uri}: unreachable or unusable "
-                f"({first_line(error)})"
+                f"MLflow tracking at {redact_url(self.effective_tracking_uri)}: unreachable or "
+                f"unusable ({redact(first_line(error))})"
             ) from None
+        except InputError:
+            self.stop()
+            raise
+
+    def _wait_for_servers(self, deadline: float) -> None:
+        """Poll each http(s) server's ``/health`` until it answers or ``deadline`` passes.
+
+        Any HTTP answer counts, even a 401 or 404 (a proxy, an auth layer, another path
+        prefix): the question is whether anything answers, MLflow's own requests say the rest.
+        A refused connection is retried with backoff (a server restarting, a compose stack
+        coming up); a server that accepts and never answers uses up the remaining time once.
+        """
+        servers = {"tracking": self.effective_tracking_uri, "registry": self.effective_registry_uri}
+        probed: set[str] = set()
+        for role, uri in servers.items():
+            if not uri.lower().startswith(("http://", "https://")) or uri in probed:
+                continue
+            probed.add(uri)
+            _wait_for_health(uri, role, deadline, self.timeout)
+
+    @contextlib.contextmanager
+    def _bounded_requests(self, deadline: float) -> T.Iterator[None]:
+        """MLflow's requests while starting: one try each, within the time left (the user's
+        own ``MLFLOW_HTTP_REQUEST_*`` values win, and nothing changes for local stores)."""
+        remote = any(
+            uri.lower().startswith(("http://", "https://"))
+            for uri in (self.effective_tracking_uri, self.effective_registry_uri)
+        )
+        bounded = {
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(deadline - time.monotonic()))),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        }
+        chosen = [name for name in _REQUEST_VARIABLES if remote and name not in os.environ]
+        for name in chosen:
+            os.environ[name] = bounded[name]
+        try:
+            yield
+        finally:
+            for name in chosen:
+                os.environ.pop(name, None)
 
     def stop(self) -> None:
         if mlflow.active_run() is not None:
@@ -127,3 +266,28 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         return MlflowClient(
             tracking_uri=self.effective_tracking_uri, registry_uri=self.effective_registry_uri
         )
+
+
+def _wait_for_health(uri: str, role: str, deadline: float, timeout: float) -> None:
+    """``InputError`` naming the (redacted) URI when nothing answers at ``uri`` by ``deadline``."""
+    url = uri.rstrip("/") + "/health"
+    delay = 0.25
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            # No credentials go out, so the certificate need not be checked: only an answer is
+            # asked for (MLflow checks TLS for real on its own requests).
+            httpx.get(url, timeout=max(left, 0.1), verify=False)  # noqa: S501
+            return
+        except httpx.TransportError as error:
+            failure = error
+        left = deadline - time.monotonic()
+        if left <= 0 or isinstance(failure, httpx.TimeoutException):
+            break
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 4.0)
+    raise InputError(
+        f"MLflow {role} at {redact_url(uri)}: unreachable within {timeout:g} s "
+        f"({type(failure).__name__}: {redact(first_line(failure))}); check the server, or give "
+        "it longer with job.mlflow_service.timeout"
+    )

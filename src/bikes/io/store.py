@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bikes.core.errors import InputError, first_line
+from bikes.core.redaction import redact, redact_url
 
 STORE_URI_VARIABLE = "BIKES_STORE_URI"
 PREDICTIONS = "predictions"
@@ -32,6 +33,9 @@ MAX_RAW_VALUE_CHARS = 200
 MAX_RAW_ROW_CHARS = 4096
 MAX_FIELD_CHARS = 200
 MAX_REASON_CHARS = 1000
+# Ids per IN list and rows per upsert statement: PostgreSQL takes at most 65,535 parameters a
+# statement and SQLite 32,766, so a batch of 70,000 labels goes in several statements.
+CHUNK_ROWS = 5000
 
 # The columns ``read`` returns around the inputs and scores, in order.
 PREDICTION_COLUMNS = (
@@ -151,7 +155,7 @@ def raw_row(values: T.Any, first: T.Sequence[str] = ()) -> str:
     size = 2  # the braces
     for key in keys:
         value = _capped(values[key])
-        name = str(key)[:MAX_RAW_VALUE_CHARS]
+        name = _utf8(str(key))
         item = len(json.dumps({name: value}, default=str)) - 2 + 1  # "k":v plus a comma
         if size + item > MAX_RAW_ROW_CHARS:
             break
@@ -160,12 +164,31 @@ def raw_row(values: T.Any, first: T.Sequence[str] = ()) -> str:
     return json.dumps(kept, default=str)
 
 
+_Item = T.TypeVar("_Item")
+
+
+def _chunks(items: T.Sequence[_Item], size: int = CHUNK_ROWS) -> T.Iterator[list[_Item]]:
+    """``items`` in lists of at most ``size``: one statement's worth of parameters each."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
 def _capped(value: T.Any) -> T.Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return value[:MAX_RAW_VALUE_CHARS]
+        return _utf8(value)
     return json.dumps(value, default=str)[:MAX_RAW_VALUE_CHARS]
+
+
+def _utf8(text: str) -> str:
+    """At most ``MAX_RAW_VALUE_CHARS`` of a client's text, a lone surrogate (JSON's ``\\ud800``)
+    written out as its escape: JSON would store it, but reading it back into a frame fails."""
+    return (
+        text[:MAX_RAW_VALUE_CHARS]
+        .encode("utf-8", "backslashreplace")
+        .decode("utf-8")[:MAX_RAW_VALUE_CHARS]
+    )
 
 
 class Store:
@@ -183,8 +206,8 @@ class Store:
 
     @property
     def safe_uri(self) -> str:
-        """The URI without its password, fit for logs."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The URI without its password nor secret query parameters, fit for logs."""
+        return redact_url(self.engine.url.render_as_string(hide_password=True))
 
     def create(self) -> None:
         """Create the schema and tables if missing; an unreachable database names itself, and
@@ -200,6 +223,30 @@ class Store:
         except sa.exc.SQLAlchemyError as error:
             raise InputError(f"store {self.safe_uri}: unreachable ({first_line(error)})") from None
         self._layout_checked = True
+
+    def check_captured(self) -> None:
+        """The store a reader needs: reachable, with the capture tables, checked without
+        creating anything (a SQLite file that does not exist would be created empty by a
+        connection) so a job can refuse it before it writes a thing."""
+        database = self.engine.url.database
+        if (
+            self.engine.dialect.name == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            and not os.path.isfile(database)
+        ):
+            raise InputError(
+                f"store {self.safe_uri}: no such database file, nothing was captured here "
+                "(is this the prediction service's store_uri?)"
+            )
+        try:
+            with self.engine.connect() as connection:
+                self._checked(connection)
+        except sa.exc.SQLAlchemyError as error:
+            raise InputError(
+                f"store {self.safe_uri}: unreachable ({redact(first_line(error))})"
+            ) from None
 
     def _check_layout(self, connection: sa.Connection, require: bool) -> None:
         """Existing tables must have this layout; ``require``: they must exist, too."""
@@ -245,12 +292,16 @@ class Store:
         return dialect.insert(table)
 
     # -- writes -------------------------------------------------------------------------------
-    def write_predictions(self, rows: T.Sequence[dict[str, T.Any]]) -> None:
+    def write_predictions(
+        self, rows: T.Sequence[dict[str, T.Any]], connection: sa.Connection | None = None
+    ) -> None:
         """Insert predictions; a ``prediction_id`` already stored is skipped, never duplicated.
 
         A row: ``prediction_id``, ``event_time``, ``received_time``, ``model_name``,
         ``model_version``, ``latency_ms``, ``inputs`` ({feature: value}), ``prediction`` (a
         number or a class) and, optionally, ``scores`` ({score column: probability}).
+        ``connection``: in the caller's transaction (the capture writer holds one connection,
+        sparing a pool checkout and ping per write), else in one of its own.
         """
         if not rows:
             return
@@ -258,8 +309,11 @@ class Store:
             index_elements=["prediction_id"]
         )
         values = [row if "scores" in row else {**row, "scores": None} for row in rows]
-        with self.engine.begin() as connection:
+        if connection is not None:
             connection.execute(statement, values)
+            return
+        with self.engine.begin() as begun:
+            begun.execute(statement, values)
 
     def write_labels(self, rows: T.Sequence[dict[str, T.Any]]) -> None:
         """Upsert labels (``prediction_id``, ``label_time``, ``target``: a number or a class):
@@ -271,14 +325,18 @@ class Store:
             index_elements=["prediction_id"],
             set_={"target": insert.excluded.target, "label_time": insert.excluded.label_time},
         )
-        with self.engine.begin() as connection:
-            connection.execute(statement, list(rows))
+        with self.engine.begin() as connection:  # one transaction: all the labels or none
+            for chunk in _chunks(rows):
+                connection.execute(statement, chunk)
 
-    def write_rejected(self, rows: T.Sequence[dict[str, T.Any]]) -> None:
+    def write_rejected(
+        self, rows: T.Sequence[dict[str, T.Any]], connection: sa.Connection | None = None
+    ) -> None:
         """Insert rejected rows; a ``rejection_id`` already stored is skipped.
 
         A row: ``rejection_id``, ``received_time``, ``event_time`` (or None), ``model_name``,
         ``model_version``, ``row``, ``field``, ``reason`` and ``raw`` (``raw_row``'s JSON).
+        ``connection``: as in ``write_predictions``.
         """
         if not rows:
             return
@@ -293,15 +351,21 @@ class Store:
             }
             for row in rows
         ]
-        with self.engine.begin() as connection:
+        if connection is not None:
             connection.execute(statement, values)
+            return
+        with self.engine.begin() as begun:
+            begun.execute(statement, values)
 
     def known_ids(self, ids: T.Sequence[str]) -> set[str]:
         """Which of these prediction ids are stored."""
         column = self.predictions.c.prediction_id
+        known: set[str] = set()
         with self.engine.connect() as connection:
-            found = connection.execute(sa.select(column).where(column.in_(list(ids))))
-            return {row[0] for row in found}
+            for chunk in _chunks(ids):
+                found = connection.execute(sa.select(column).where(column.in_(chunk)))
+                known.update(row[0] for row in found)
+        return known
 
     # -- reads --------------------------------------------------------------------------------
     def read(

@@ -12,7 +12,7 @@ from loguru import logger
 from bikes.core import schemas
 from bikes.core.splits import DateRange, split_by_time
 from bikes.io.contracts import ContractSpec
-from bikes.io.datasets import ParquetWriter, read_hourly_csv
+from bikes.io.datasets import ParquetWriter, check_writable, read_hourly_csv
 from bikes.jobs.base import Job, Locals
 
 DEFAULT_SPLITS = {
@@ -41,6 +41,8 @@ class DataJob(Job):
     )
 
     def run(self) -> Locals:
+        for name in self.splits:  # before the CSV is read: no split is written if one cannot be
+            check_writable(Path(self.output_dir) / f"{name}.parquet", "job.output_dir")
         contract = self.contract
         timestamp = contract.timestamp or "timestamp"
         frame = read_hourly_csv(self.source, timestamp)

@@ -7,7 +7,9 @@ their class probabilities, for a classifier); ``mlflow.models.evaluate`` scores 
 ``mlflow.validate_evaluation_results`` judges every ``Threshold``, a paired bootstrap checks
 that asked-for improvements exceed the noise, and per-segment metrics catch a model that is
 better on average but worse where it matters (``bikes.core.gate``). The verdict is written to
-the run and to the candidate version before the job fails.
+the run and to the candidate version before the job fails, with the champion version it was
+compared against: ``promote_on_pass`` then moves the champion alias only if it still points
+there (``registry.promote``, a compare-and-set), else ``bikes`` exits 5 and nothing moves.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from bikes.core import gate, schemas
 from bikes.core.comparison import Bootstrap, Slicing, slice_table
 from bikes.core.contract import Contract
 from bikes.core.errors import ContractError, InputError
-from bikes.core.gate import VALIDATION_RUN_TAG, VALIDATION_STATUS_TAG
+from bikes.core.gate import (
+    VALIDATION_CHAMPION_ALIAS_TAG,
+    VALIDATION_CHAMPION_TAG,
+    VALIDATION_RUN_TAG,
+    VALIDATION_STATUS_TAG,
+)
 from bikes.core.metrics import Labels, SklearnMetric, Threshold, as_classes
 from bikes.io import registry
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
@@ -53,6 +60,7 @@ class Evidence:
     labels: Labels | None
     outputs: dict[str, gate.Outputs]
     plan: gate.Plan
+    champion: str | None = None  # the champion alias's version when the gate started
 
     @property
     def candidate(self) -> registry.ModelRef:
@@ -66,7 +74,10 @@ class Evidence:
 class EvaluationsJob(Job):
     """Evaluate the candidate against the baseline and block it unless it is good enough.
 
-    ``bikes`` exits 3 when the gate blocks (MLflow's ``ModelValidationFailedException``).
+    ``bikes`` exits 3 when the gate blocks (MLflow's ``ModelValidationFailedException``), and
+    5 when ``promote_on_pass`` finds the champion moved since the gate read it
+    (``PromotionConflictError``: another gate promoted meanwhile; nothing moved, the
+    candidate's ``validation_status`` stays as evaluated).
     """
 
     KIND: T.Literal["EvaluationsJob"] = "EvaluationsJob"
@@ -153,15 +164,27 @@ class EvaluationsJob(Job):
                 f"candidate {candidate.uri} blocked: " + "; ".join(decision.failures)
             )
         if self.promote_on_pass:
-            registry.set_alias(client, candidate, self.champion_alias)
+            registry.promote(
+                client,
+                candidate,
+                self.champion_alias,
+                evidence.champion,
+                self.mlflow_service.effective_registry_uri,
+            )
             logger.success(
-                "{}@{} -> version {}", candidate.name, self.champion_alias, candidate.version
+                "{}@{} -> version {} (was {})",
+                candidate.name,
+                self.champion_alias,
+                candidate.version,
+                gate.champion_tag(evidence.champion),
             )
         return {
             "run_id": run.info.run_id,
             "task": evidence.contract.task,
             "candidate_version": candidate.version,
             "baseline_version": None if baseline is None else baseline.version,
+            "champion_version": evidence.champion,
+            "promoted": self.promote_on_pass,
             "verdicts": [v.row() for v in decision.verdicts],
             "slices": decision.slices,
             "metrics": results,
@@ -171,7 +194,10 @@ class EvaluationsJob(Job):
         """Read and validate the rows, resolve the contract, let each model answer once."""
         inputs = self.inputs.read().reset_index(drop=True)
         targets = None if self.targets is None else self.targets.read()
-        candidate, baseline = self._candidate(client), self._baseline(client)
+        candidate = self._candidate(client)
+        # Read once, before any work: the version every later promotion is checked against.
+        champion = registry.alias_version(client, candidate.name, self.champion_alias)
+        baseline = self._baseline(client, candidate.name, champion)
         refs = {"candidate": candidate} | ({} if baseline is None else {"baseline": baseline})
         models = {name: registry.load(ref) for name, ref in refs.items()}
         contract = resolve_contract(client, candidate, self.contract, model=models["candidate"])
@@ -192,7 +218,7 @@ class EvaluationsJob(Job):
             scores=all(o.scores is not None for o in outputs.values()),
         )
         self._check_slicing(frame, plan.slicing)
-        return Evidence(refs, contract, frame, truth, labels, outputs, plan)
+        return Evidence(refs, contract, frame, truth, labels, outputs, plan, champion)
 
     def _decide(self, evidence: Evidence, results: dict[str, dict[str, float]]) -> gate.Decision:
         """Thresholds, noise and one-class check (``gate.judge``), then the segments."""
@@ -231,16 +257,23 @@ class EvaluationsJob(Job):
         logger.info("No @{} alias: the candidate is the newest version, {}", alias, newest.version)
         return newest
 
-    def _baseline(self, client: T.Any) -> registry.ModelRef | None:
+    def _baseline(
+        self, client: T.Any, candidate_name: str, champion: str | None
+    ) -> registry.ModelRef | None:
+        """``baseline_uri``, else the champion: the version read at the start (never the alias
+        again, which another gate may have moved since)."""
         if self.baseline_uri is not None:
             return registry.resolve(client, self.baseline_uri)
         name, alias = self.registered_model, self.champion_alias
-        if registry.current_alias_version(client, name, alias) is None:
+        version = (
+            champion if name == candidate_name else registry.alias_version(client, name, alias)
+        )
+        if version is None:
             logger.warning(
                 "No {}@{}: first deploy, only the absolute thresholds apply", name, alias
             )
             return None
-        return registry.resolve(client, f"models:/{name}@{alias}")
+        return registry.resolve(client, f"models:/{name}/{version}")
 
     # -- data ------------------------------------------------------------------------------------
     def _validated(
@@ -405,9 +438,10 @@ class EvaluationsJob(Job):
         if not slices.empty:
             logger.info("Segments ({}):\n{}", evidence.plan.slicing.metric, _text_table(slices))
         mlflow.set_tags(
-            {
+            {  # versions and names only: nothing here can hold a credential
                 "candidate_version": candidate.version,
                 "baseline_version": baseline.version if baseline else "none",
+                "champion_version": gate.champion_tag(evidence.champion),
                 "task": evidence.contract.task,
                 "verdict": decision.status,
             }
@@ -426,7 +460,14 @@ class EvaluationsJob(Job):
                     }
                 )
         registry.set_tags(
-            client, candidate, {VALIDATION_STATUS_TAG: decision.status, VALIDATION_RUN_TAG: run_id}
+            client,
+            candidate,
+            {
+                VALIDATION_STATUS_TAG: decision.status,
+                VALIDATION_RUN_TAG: run_id,
+                VALIDATION_CHAMPION_TAG: gate.champion_tag(evidence.champion),
+                VALIDATION_CHAMPION_ALIAS_TAG: self.champion_alias,
+            },
         )
         (logger.success if decision.passed else logger.error)(
             "Gate {} for {} version {}", decision.status.upper(), candidate.name, candidate.version

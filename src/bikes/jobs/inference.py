@@ -12,7 +12,7 @@ from bikes.core import schemas
 from bikes.core.contract import Contract
 from bikes.io import registry
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
-from bikes.io.datasets import ParquetReader, ParquetWriter
+from bikes.io.datasets import ParquetReader, ParquetWriter, check_writable
 from bikes.jobs.base import Job, Locals
 
 MODEL_VERSION = "model_version"
@@ -48,6 +48,8 @@ class InferenceJob(Job):
         return self.model_uri or f"models:/{self.registered_model}@champion"
 
     def run(self) -> Locals:
+        # Before the model is loaded and every row scored: an unwritable output fails now.
+        check_writable(self.outputs.path, "job.outputs.path")
         client = self.mlflow_service.client()
         ref = registry.resolve(client, self.resolved_model_uri)
         model = registry.load(ref)

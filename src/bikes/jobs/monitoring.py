@@ -16,7 +16,12 @@ from tqdm import tqdm
 
 from bikes.core.comparison import Slicing
 from bikes.core.contract import Contract
-from bikes.core.errors import ContractError, InputError, MonitoringFindingError
+from bikes.core.errors import (
+    AlertDeliveryError,
+    ContractError,
+    InputError,
+    MonitoringFindingError,
+)
 from bikes.core.monitoring import (
     STATUSES,
     DriftSettings,
@@ -24,9 +29,10 @@ from bikes.core.monitoring import (
     PerformanceSettings,
     long_rows,
 )
+from bikes.core.redaction import redact
 from bikes.io import registry, reports
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
-from bikes.io.datasets import ParquetReader, write_text
+from bikes.io.datasets import ParquetReader, check_writable, write_text
 from bikes.io.monitoring import (
     ChampionReference,
     Channel,
@@ -146,7 +152,10 @@ class MonitoringJob(Job):
         description="Rules on the monitoring_metrics rows of each window.",
     )
     channels: list[Channel] = pdt.Field(
-        default_factory=lambda: [Channel()], description="Where fired alerts go."
+        default_factory=lambda: [Channel()],
+        description="Where fired alerts go. An alert a channel does not take is kept in "
+        "monitoring_alerts_undelivered, sent again on the next run, listed in the results' "
+        "alerts_undelivered, and exits 6 (unless a finding exits 4).",
     )
     fail_on: T.Literal["never", "potential", "detected"] = pdt.Field(
         default="never",
@@ -156,11 +165,14 @@ class MonitoringJob(Job):
     run_name: str = pdt.Field(default="monitoring", description="The MLflow run's name.")
 
     def run(self) -> Locals:
+        self._check_channels()
+        self._check_outputs()
         monitor = self._monitor()
         windows, count = self._windows(monitor.contract)
         tables = self._tables()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         results = []
+        fired: list[Fired] = []
         tags = {"model_name": self.registered_model}
         with mlflow.start_run(run_name=self.run_name, tags=tags) as run:
             progress = tqdm(
@@ -173,26 +185,34 @@ class MonitoringJob(Job):
                 result["model_name"] = self.registered_model
                 _warn(result)
                 rows = long_rows(result)
-                result["alerts"] = self._alerts(rows, window.start, window.end, tables)
+                result["alerts"] = self._alerts(rows, window.start, window.end, tables, fired)
                 if tables is not None and window.start is not None and window.end is not None:
                     tables.write(window.start, window.end, result["model_version"], rows)
                 mlflow.log_metrics({_metric_name(r): r["value"] for r in rows}, step=step)
                 progress.set_postfix_str(f"{str(window.start)[:10]} {result['status']}")
                 results.append(result)
+            undelivered = self._deliver(fired, tables)
             document = self._document(results)
-            path = write_text(self.results_path, json.dumps(document, indent=2, default=str))
+            document["alerts_undelivered"] = undelivered
+            path = write_text(
+                self.results_path, redact(json.dumps(document, indent=2, default=str))
+            )
             report = write_text(
                 self.report_path,
-                reports.render(
-                    results,
-                    monitor.detectors,
-                    monitor.latest_shares,
-                    title=f"{self.registered_model} monitoring",
+                redact(
+                    reports.render(
+                        results,
+                        monitor.detectors,
+                        monitor.latest_shares,
+                        title=f"{self.registered_model} monitoring",
+                    )
                 ),
             )
             mlflow.log_artifact(str(path), artifact_path="monitoring")
             mlflow.log_artifact(str(report), artifact_path="monitoring")
-            mlflow.set_tag("status", document["status"])
+            mlflow.set_tags(
+                {"status": document["status"], "alerts_undelivered": str(len(undelivered))}
+            )
         logger.success(
             "Monitoring {} of {}: {} window(s), results in {}, report in {}",
             document["status"],
@@ -202,6 +222,7 @@ class MonitoringJob(Job):
             report,
         )
         self._fail_if_asked(document["status"])
+        self._fail_if_undelivered(undelivered)
         return {"run_id": run.info.run_id, "status": document["status"], "results": document}
 
     def _monitor(self) -> Monitor:
@@ -302,35 +323,136 @@ class MonitoringJob(Job):
         start: T.Any,
         end: T.Any,
         tables: MonitoringTables | None,
+        fired: list[Fired],
     ) -> list[dict[str, T.Any]]:
-        fired = []
+        """The alerts this window fires (appended to ``fired`` for ``_deliver``); a rule that
+        already fired for this window, delivered or still waiting, does not fire again."""
+        alerts = []
         for rule in self.alerts:
             for row in rows:
                 if not rule.matches(row):
                     continue
+                key = f"{rule.key}:{row['column']}"
                 if (
                     tables is not None
                     and start is not None
                     and end is not None
-                    and not tables.first_firing(f"{rule.key}:{row['column']}", start, end)
+                    and tables.fired(key, start, end)
                 ):
                     continue  # cooldown: this rule already fired for this window
-                fired.append(
-                    {
-                        "rule": rule.key,
-                        "severity": rule.severity,
-                        "model_name": self.registered_model,
-                        "check": row["check"],
-                        "column": row["column"],
-                        "value": row["value"],
-                        "message": f"{self.registered_model}: {row['check']} on {row['column']} "
-                        f"= {row['value']:.4g} [{row['status']}] "
-                        f"({rule.comparison} {rule.threshold:g}) for window {start} .. {end}",
-                    }
+                alert = {
+                    "rule": rule.key,
+                    "severity": rule.severity,
+                    "model_name": self.registered_model,
+                    "check": row["check"],
+                    "column": row["column"],
+                    "value": row["value"],
+                    "message": f"{self.registered_model}: {row['check']} on {row['column']} "
+                    f"= {row['value']:.4g} [{row['status']}] "
+                    f"({rule.comparison} {rule.threshold:g}) for window {start} .. {end}",
+                }
+                alerts.append(alert)
+                fired.append(Fired(key, start, end, alert))
+        return alerts
+
+    def _deliver(
+        self, fired: list[Fired], tables: MonitoringTables | None
+    ) -> list[dict[str, T.Any]]:
+        """Send this run's alerts, and those earlier runs could not deliver, once per channel;
+        write the cooldown of what every channel took and keep the rest for the next run.
+
+        Returns what stays undelivered (for the results and the exit code). Without a metrics
+        table (a parquet current and no ``metrics_store_uri``) nothing can be kept: an
+        undelivered alert is reported, and lost to the next run.
+        """
+        channels = list({channel.key: channel for channel in self.channels}.values())
+        pending = tables.pending() if tables is not None else []
+        known = {channel.key for channel in channels}
+        orphans = [p for p in pending if p.channel not in known]
+        if orphans:
+            logger.warning(
+                "{} undelivered alert(s) wait for channel(s) no longer configured ({}): kept in "
+                "monitoring_alerts_undelivered; delete those rows to forget them",
+                len(orphans),
+                ", ".join(sorted({p.channel for p in orphans})),
+            )
+        errors = {}
+        for channel in channels:
+            retried = [p.alert for p in pending if p.channel == channel.key]
+            errors[channel.key] = channel.deliver([f.alert for f in fired] + retried)
+        undelivered = []
+        failed = [(c, str(errors[c.key])) for c in channels if errors[c.key] is not None]
+        for alert in fired:
+            keep = tables if alert.start is not None and alert.end is not None else None
+            if keep is not None and not failed:
+                keep.record_delivered(alert.key, alert.start, alert.end)
+            for channel, error in failed:
+                if keep is not None:
+                    keep.record_undelivered(
+                        alert.key, alert.start, alert.end, channel.key, alert.alert, error
+                    )
+                undelivered.append(
+                    _undelivered(alert.alert, alert.start, alert.end, channel, 1, error)
                 )
+        for waiting in pending:
+            owner = next((c for c in channels if c.key == waiting.channel), None)
+            if owner is None or tables is None:
+                continue
+            problem = errors[owner.key]
+            if problem is None:
+                if tables.clear_undelivered(waiting.rule, waiting.start, waiting.end, owner.key):
+                    tables.record_delivered(waiting.rule, waiting.start, waiting.end)
+                continue
+            tables.record_undelivered(
+                waiting.rule, waiting.start, waiting.end, owner.key, waiting.alert, problem
+            )
+            undelivered.append(
+                _undelivered(
+                    waiting.alert, waiting.start, waiting.end, owner, waiting.attempts + 1, problem
+                )
+            )
+        if undelivered and tables is None:
+            logger.warning(
+                "{} alert(s) undelivered and not kept for the next run: no metrics table (set "
+                "job.metrics_store_uri)",
+                len(undelivered),
+            )
+        for alert in fired:
+            alert.alert["delivered"] = not failed
+        return undelivered
+
+    def _check_outputs(self) -> None:
+        """The output paths and the store, before anything is read, computed or written: a
+        bad one used to fail after the metrics and alert rows (exit 1, a traceback), and a
+        store never created was created empty. Window and step are checked with the config."""
+        check_writable(self.results_path, "job.results_path")
+        check_writable(self.report_path, "job.report_path")
+        if isinstance(self.current, StoreReader):
+            store = self.current.store()
+            try:
+                store.check_captured()
+            except InputError as error:
+                raise InputError(f"job.current.uri: {error}") from None
+            finally:
+                store.dispose()
+
+    def _check_channels(self) -> None:
+        """Each webhook's variable is set: checked before anything is computed or written."""
         for channel in self.channels:
-            channel.send(fired)
-        return fired
+            if channel.KIND != "log":
+                channel.resolved_url()
+
+    def _fail_if_undelivered(self, undelivered: list[dict[str, T.Any]]) -> None:
+        """Exit 6 for alerts no channel took. A finding that exits 4 (``fail_on``) is raised
+        first and wins: the results JSON lists the undelivered alerts either way."""
+        if not undelivered:
+            return
+        channels = sorted({u["channel"] for u in undelivered})
+        raise AlertDeliveryError(
+            f"{len(undelivered)} alert(s) not delivered to {', '.join(channels)} "
+            f"({undelivered[0]['error']}); kept in monitoring_alerts_undelivered and sent again "
+            "on the next run"
+        )
 
     def _document(self, results: list[dict[str, T.Any]]) -> dict[str, T.Any]:
         worst = max((STATUSES.index(r["status"]) for r in results), default=0)
@@ -343,6 +465,33 @@ class MonitoringJob(Job):
             raise MonitoringFindingError(
                 f"monitoring status {status} (job.fail_on: {self.fail_on})"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class Fired:
+    """An alert fired in this run: its cooldown key (rule and column) and window."""
+
+    key: str
+    start: T.Any
+    end: T.Any
+    alert: dict[str, T.Any]
+
+
+def _undelivered(
+    alert: dict[str, T.Any], start: T.Any, end: T.Any, channel: Channel, attempts: int, error: str
+) -> dict[str, T.Any]:
+    """One line of the results' ``alerts_undelivered``: no URL, only the channel's name."""
+    return {
+        "rule": alert["rule"],
+        "column": alert["column"],
+        "severity": alert["severity"],
+        "window_start": start,
+        "window_end": end,
+        "channel": channel.name,
+        "runs_attempted": attempts,
+        "error": error,
+        "message": alert["message"],
+    }
 
 
 def _warn(result: dict[str, T.Any]) -> None:

@@ -7,8 +7,13 @@ import typing as T
 import pydantic as pdt
 from loguru import logger
 
+from bikes.core import gate
 from bikes.core.errors import InputError
-from bikes.core.gate import VALIDATION_STATUS_TAG
+from bikes.core.gate import (
+    VALIDATION_CHAMPION_ALIAS_TAG,
+    VALIDATION_CHAMPION_TAG,
+    VALIDATION_STATUS_TAG,
+)
 from bikes.io import registry
 from bikes.jobs.base import Job, Locals
 
@@ -18,6 +23,11 @@ class PromotionJob(Job):
 
     The gate's word is final: a version whose ``validation_status`` tag is not ``passed`` is
     refused, unless ``force: true`` (logged as a warning, for emergencies and first set-ups).
+    And it holds only against the champion it was given: moving the gate's own alias
+    (``validation_champion_alias``, ``champion``) is a compare-and-set against the version the
+    gate compared with (``validation_champion_version``): if the alias moved since, ``bikes``
+    exits 5 (``PromotionConflictError``) and nothing moves; re-run the gate. ``force`` skips
+    both checks.
     """
 
     KIND: T.Literal["PromotionJob"] = "PromotionJob"
@@ -60,8 +70,28 @@ class PromotionJob(Job):
                 ref.version,
                 status or "unset",
             )
-        previous = registry.current_alias_version(client, name, self.alias)
-        registry.set_alias(client, ref, self.alias)
+        tags = registry.version_tags(client, ref)
+        compared = tags.get(VALIDATION_CHAMPION_TAG)
+        gated_alias = tags.get(VALIDATION_CHAMPION_ALIAS_TAG, "champion")
+        if self.force or status != "passed" or compared is None or gated_alias != self.alias:
+            if not self.force and status == "passed" and compared is None:
+                logger.warning(
+                    "{}: the gate recorded no champion (an older bikes): {}@{} moves without "
+                    "compare-and-set",
+                    ref.uri,
+                    name,
+                    self.alias,
+                )
+            previous = registry.current_alias_version(client, name, self.alias)
+            registry.set_alias(client, ref, self.alias)
+        else:
+            previous = registry.promote(
+                client,
+                ref,
+                self.alias,
+                gate.compared_champion(compared),
+                self.mlflow_service.effective_registry_uri,
+            )
         logger.success(
             "{}@{} -> version {} (was {})", name, self.alias, ref.version, previous or "unset"
         )

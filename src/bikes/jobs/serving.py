@@ -11,7 +11,8 @@ import uvicorn
 from loguru import logger
 
 from bikes.core.contract import Contract
-from bikes.io.capture import CaptureWriter
+from bikes.core.errors import CaptureLossError
+from bikes.io.capture import Acknowledge, CaptureWriter
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec
 from bikes.io.store import Store, configured_uri
 from bikes.jobs.base import Job, Locals
@@ -33,7 +34,8 @@ class _GracefulServer(uvicorn.Server):
 
 
 class ServingJob(Job):
-    """FastAPI on uvicorn; SIGTERM drains the capture queue before the process exits.
+    """FastAPI on uvicorn; SIGTERM drains the capture queue before the process exits, and the
+    job fails (CaptureLossError, exit 7) if acknowledged rows could be kept nowhere.
 
     Requests are checked against the served version's contract (``contract``, else the one it
     was trained with); a request with an invalid row is answered 422 and each invalid row is
@@ -72,19 +74,48 @@ class ServingJob(Job):
     )
     spool_path: str = pdt.Field(
         default="predictions.spool.jsonl",
-        description="Where rows wait while the store is unreachable, replayed when it is back.",
+        description="Where rows wait while the store is unreachable (fsync'd JSON lines), "
+        "replayed when it is back; unreadable lines go to <spool stem>.quarantine.jsonl.",
+    )
+    acknowledge: Acknowledge = pdt.Field(
+        default="durable",
+        description="When a prediction is answered. durable: once its rows are kept, in a "
+        "committed store transaction or an fsync'd spool line (group commit); nothing "
+        "acknowledged is lost on kill -9 (SQLite, WAL with synchronous=NORMAL: a commit "
+        "survives the process being killed, not a power loss). queued: once its rows are "
+        "queued, the old behaviour, faster under load; kill -9 loses the rows still in memory: "
+        "at most max_pending rows, in practice those of the last flush_interval plus one "
+        "store write.",
+    )
+    acknowledge_timeout: float = pdt.Field(
+        default=10.0,
+        gt=0,
+        description="durable: seconds a request waits for its rows to be kept before a 503 "
+        "(nothing acknowledged); a write already under way gets as long again.",
     )
     batch_size: int = pdt.Field(default=500, gt=0, description="Rows per store write.")
     flush_interval: float = pdt.Field(
-        default=0.2, gt=0, description="Seconds the writer waits to fill a batch."
+        default=0.2,
+        gt=0,
+        description="queued: seconds the writer waits to fill a batch (durable writes what is "
+        "queued at once).",
+    )
+    retry_interval: float = pdt.Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between replays of the spool, and between retries when neither "
+        "the store nor the spool could keep rows (new requests get 503 meanwhile).",
     )
     max_pending: int = pdt.Field(
         default=100_000,
         gt=0,
-        description="Rows acknowledged but not yet stored before requests get 503.",
+        description="Rows taken in but not yet stored before requests get 503.",
     )
     max_batch_rows: int = pdt.Field(
         default=10_000, gt=0, description="Rows per request before it gets 413."
+    )
+    max_label_rows: int = pdt.Field(
+        default=100_000, gt=0, description="Labels per /labels request before it gets 413."
     )
 
     @property
@@ -107,8 +138,17 @@ class ServingJob(Job):
                 batch_size=self.batch_size,
                 flush_interval=self.flush_interval,
                 max_pending=self.max_pending,
+                retry_interval=self.retry_interval,
+                acknowledge=self.acknowledge,
+                acknowledge_timeout=self.acknowledge_timeout,
             )
-        app = create_app(slot, store, writer, max_batch_rows=self.max_batch_rows)
+        app = create_app(
+            slot,
+            store,
+            writer,
+            max_batch_rows=self.max_batch_rows,
+            max_label_rows=self.max_label_rows,
+        )
         logger.info(
             "Serving {} version {} on http://{}:{} (capture: {})",
             slot.current.ref.name,
@@ -128,4 +168,9 @@ class ServingJob(Job):
         logger.info(
             "Stopped; {} rows written to the store ({} rejected rows recorded)", written, rejected
         )
+        if writer is not None and store is not None and writer.lost:
+            raise CaptureLossError(
+                f"{writer.lost} acknowledged rows were kept neither in the store "
+                f"{store.safe_uri} nor in the spool {writer.spool_path} ({writer.last_error})"
+            )
         return {"rows_written": written, "rejected_rows_written": rejected}

@@ -18,6 +18,7 @@ from bikes.core.contract import Contract
 from bikes.core.errors import ConfigError
 from bikes.core.metrics import classification_metrics, regression_metrics
 from bikes.core.models import GradientBoostingConfig, ModelConfig
+from bikes.core.redaction import redact_url, redact_values
 from bikes.io import registry
 from bikes.io.contracts import CONTRACT_ARTIFACT, CONTRACT_TAG, ContractSpec, log_contract
 from bikes.io.datasets import ParquetReader
@@ -72,10 +73,10 @@ class TrainingJob(Job):
         frame, contract = self._read()
         target_name = contract.require_target("training")
         features, target = frame.loc[:, contract.feature_names], frame[target_name]
-        with mlflow.start_run(run_name=self.run_name, tags=self.tags) as run:
-            mlflow.log_params(self._params(len(frame), contract))
+        with mlflow.start_run(run_name=self.run_name, tags=redact_values(self.tags)) as run:
+            mlflow.log_params(redact_values(self._params(len(frame), contract)))
             dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-                frame, source=self.inputs.source, name="train", targets=target_name
+                frame, source=redact_url(self.inputs.source), name="train", targets=target_name
             )
             mlflow.log_input(dataset, context="training")
             metrics = self._validate(features, target, contract)

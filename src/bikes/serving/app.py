@@ -19,6 +19,7 @@ import numpy as np
 import pydantic as pdt
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loguru import logger
@@ -30,12 +31,15 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bikes.core.errors import ContractError, InputError
 from bikes.io import registry
-from bikes.io.capture import CaptureFullError, CaptureWriter
+from bikes.io.capture import STAGES, CaptureRefusedError, CaptureWriter, new_ids
 from bikes.io.store import Store, native, raw_row
 from bikes.serving.contract import (
+    EVENT_TIME,
     InvocationRequest,
     InvocationResponse,
     LabelsRequest,
@@ -45,7 +49,7 @@ from bikes.serving.models import LoadedModel, ModelSlot
 
 PREDICTION_BUCKETS = (5, 10, 25, 50, 100, 200, 300, 400, 500, 700, 1000)
 MAX_ECHOED_CHARS = 100  # of an offending value, in a 422
-_EVENT_TIME = pdt.TypeAdapter(dt.datetime)
+MAX_ECHOED_FIELD_CHARS = 200  # of a field's name: a client's unknown key is named, and capped
 Row = dict[str, T.Any]
 
 
@@ -99,6 +103,19 @@ class Metrics:
             registry=self.registry,
         )
         pending.set_function(lambda: float(writer.pending) if writer else 0.0)
+        spooled = Gauge(
+            "bikes_capture_rows_spooled",
+            "Rows waiting in the spool for the store",
+            registry=self.registry,
+        )
+        spooled.set_function(lambda: float(writer.spooled) if writer else 0.0)
+        self.refused = Counter(
+            "bikes_capture_rows_refused_total",
+            "Rows answered 503 because capture could not keep them (or its queue was full)",
+            registry=self.registry,
+        )
+        if writer is not None:
+            self.registry.register(_CaptureCollector(writer))
         model = Gauge(
             "bikes_model_info",
             "The model version serving (value 1)",
@@ -119,8 +136,12 @@ def create_app(
     store: Store | None,
     writer: CaptureWriter | None,
     max_batch_rows: int = 10_000,
+    max_label_rows: int = 100_000,
 ) -> FastAPI:
-    """The service; ``store``/``writer`` None serves without capture (the benchmark's baseline)."""
+    """The service; ``store``/``writer`` None serves without capture (the benchmark's baseline).
+
+    ``max_batch_rows`` rows per /invocations and ``max_label_rows`` labels per /labels request;
+    a larger one is answered 413 with the limit."""
     metrics = Metrics(writer, slot)
     if writer is not None:
         writer.on_written = metrics.written.inc
@@ -131,9 +152,15 @@ def create_app(
             writer.start()
         slot.start()
         yield
-        slot.stop()
+        # SIGTERM lands here through uvicorn: drain before exit. Nothing may raise here (uvicorn
+        # would say "Application shutdown failed" and exit 0): stop() never does, and counts
+        # the rows it could not keep in writer.lost for the serving job to report.
+        try:
+            slot.stop()
+        except Exception as error:
+            logger.error("Stopping the model poller failed: {}", type(error).__name__)
         if writer is not None:
-            writer.stop()  # SIGTERM lands here through uvicorn: drain before exit
+            writer.stop()
 
     app = FastAPI(title="bikes prediction service", lifespan=lifespan)
 
@@ -151,12 +178,37 @@ def create_app(
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-            for e in error.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": problems})
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        """422 naming each field; never the offending value whole (a client's unknown key is
+        named, and it can be megabytes); a body that is not JSON at all is a 415."""
+        content_type = request.headers.get("content-type")
+        if not _is_json(content_type):
+            got = repr(_printable(content_type, MAX_ECHOED_CHARS)) if content_type else "none"
+            message = f"send the body as JSON, Content-Type: application/json (got {got})"
+            return JSONResponse(
+                status_code=415, content={"detail": [{"field": "content-type", "message": message}]}
+            )
+        return JSONResponse(
+            status_code=422, content={"detail": [_request_problem(e) for e in error.errors()]}
+        )
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI raises Starlette's, not its own
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        """FastAPI's 400 for a body it could not parse, with the reason (invalid UTF-8...)."""
+        cause = error.__cause__
+        if error.status_code == 400 and cause is not None:
+            if isinstance(cause, UnicodeDecodeError):
+                reason = f"it is not UTF-8 text (byte {cause.object[cause.start]:#04x} at "
+                reason += f"position {cause.start})"
+            elif isinstance(cause, RecursionError):
+                reason = "it is nested too deeply"
+            else:
+                reason = type(cause).__name__
+            message = f"the body cannot be read as JSON: {reason}"
+            return JSONResponse(
+                status_code=400, content={"detail": [{"field": "body", "message": message}]}
+            )
+        return await http_exception_handler(request, error)
 
     def reject(loaded: LoadedModel, records: list[Row], error: pdt.ValidationError) -> T.NoReturn:
         """A 422 naming every failing row and field; each failing row recorded as rejected."""
@@ -165,7 +217,7 @@ def create_app(
         problems = [
             {
                 "row": e["loc"][0] if e["loc"] else None,
-                "field": ".".join(str(p) for p in e["loc"][1:]),
+                "field": _field(e["loc"][1:]) or "row",
                 "message": e["msg"],
                 "input": _echoed(e.get("input")),
             }
@@ -178,10 +230,15 @@ def create_app(
         if writer is not None and rejected:
             try:
                 writer.submit_rejected(rejected)
-            except CaptureFullError as full:
+            except CaptureRefusedError as full:
                 metrics.unrecorded.inc(len(rejected))
                 logger.warning("{} rejected rows not recorded: {}", len(rejected), full)
         raise HTTPException(422, detail=problems)
+
+    def refuse(rows: int, error: CaptureRefusedError) -> T.NoReturn:
+        """503: the rows could not be kept, so none is acknowledged (the client retries)."""
+        metrics.refused.inc(rows)
+        raise HTTPException(503, detail=[{"field": "capture", "message": str(error)}])
 
     @app.post("/invocations", response_model=InvocationResponse, response_model_exclude_none=True)
     def invocations(request: InvocationRequest) -> InvocationResponse:
@@ -210,18 +267,21 @@ def create_app(
             rows = loaded.rows.validate(records)
         except pdt.ValidationError as error:
             reject(loaded, records, error)
+        if writer is not None:
+            try:
+                writer.check()  # capture cannot keep rows now: refuse before predicting
+            except CaptureRefusedError as error:
+                refuse(len(rows), error)
         predictions, classes, probabilities = _predict(loaded, rows)
         latency_ms = (time.perf_counter() - start) * 1000
-        ids = [uuid.uuid4().hex for _ in rows]
+        ids = new_ids(len(rows))  # time-ordered: cheaper to index than uuid4
         if writer is not None:
             scores = _scores(loaded, classes, probabilities)
             captured = _capture_rows(loaded, rows, predictions, scores, ids, received, latency_ms)
             try:
-                writer.submit(captured)
-            except CaptureFullError as error:
-                raise HTTPException(
-                    503, detail=[{"field": "capture", "message": str(error)}]
-                ) from None
+                writer.submit(captured)  # durable: returns once the rows are kept
+            except CaptureRefusedError as error:
+                refuse(len(captured), error)
         metrics.rows.inc(len(rows))
         if not loaded.contract.is_classification:
             for value in predictions:
@@ -241,6 +301,9 @@ def create_app(
     def labels(request: LabelsRequest) -> LabelsResponse:
         if store is None or writer is None:
             raise HTTPException(404, detail=[{"field": "labels", "message": "capture is off"}])
+        if len(request.labels) > max_label_rows:
+            message = f"{len(request.labels)} labels; at most {max_label_rows} per request"
+            raise HTTPException(413, detail=[{"field": "labels", "message": message}])
         regression = not slot.current.contract.is_classification
         problems = [
             {
@@ -277,18 +340,26 @@ def create_app(
         )
 
     @app.get("/health")
-    def health() -> dict[str, T.Any]:
+    def health() -> JSONResponse:
+        """The capture writer's real state: ``failing`` (503) while rows cannot be kept,
+        ``degraded`` while they go to the spool, else ``ok``."""
         reachable = store.reachable() if store is not None else None
-        degraded = writer is not None and (writer.degraded or not reachable)
+        status = writer.status if writer is not None else "ok"
+        if status == "ok" and reachable is False:
+            status = "degraded"
         current = slot.current
-        return {
-            "status": "degraded" if degraded else "ok",
+        body = {
+            "status": status,
             "model_name": current.ref.name,
             "model_version": current.ref.version,
             "task": current.contract.task,
             "store_reachable": reachable,
+            "writer_alive": writer.alive if writer is not None else None,
+            "last_error": writer.last_error if writer is not None else None,
             "rows_pending": writer.pending if writer is not None else 0,
+            "rows_spooled": writer.spooled if writer is not None else 0,
         }
+        return JSONResponse(body, status_code=503 if status == "failing" else 200)
 
     @app.get("/contract")
     def contract() -> dict[str, T.Any]:
@@ -307,6 +378,28 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class _CaptureCollector:
+    """The writer's own failure and quarantine counts, read at each scrape."""
+
+    def __init__(self, writer: CaptureWriter) -> None:
+        self._writer = writer
+
+    def collect(self) -> T.Iterator[Metric]:
+        failures = CounterMetricFamily(
+            "bikes_capture_failures",
+            "Capture failures by stage: store (a write), spool (an append), replay, writer",
+            labels=["stage"],
+        )
+        for stage in STAGES:
+            failures.add_metric([stage], float(self._writer.failures[stage]))
+        yield failures
+        yield CounterMetricFamily(
+            "bikes_capture_quarantined_lines",
+            "Unreadable spool lines moved to the quarantine file",
+            value=float(self._writer.quarantined),
+        )
 
 
 def _utc_now() -> dt.datetime:
@@ -441,7 +534,7 @@ def _event_time(loaded: LoadedModel, record: T.Any) -> dt.datetime | None:
     if timestamp is None or not isinstance(record, dict) or record.get(timestamp) is None:
         return None
     try:
-        return _naive_utc(_EVENT_TIME.validate_python(record[timestamp]))
+        return EVENT_TIME.validate_python(record[timestamp])  # naive UTC, or a ValidationError
     except pdt.ValidationError:
         return None
 
@@ -453,5 +546,36 @@ def _echoed(value: T.Any) -> T.Any:
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, str):
-        return value[:MAX_ECHOED_CHARS]
+        return _printable(value, MAX_ECHOED_CHARS)
     return repr(value)[:MAX_ECHOED_CHARS]
+
+
+def _printable(text: str, limit: int) -> str:
+    """At most ``limit`` characters of a client's text, as UTF-8 can carry it (a lone
+    surrogate, which JSON's ``\\ud800`` can make, would fail the response: 500)."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _field(location: T.Sequence[T.Any]) -> str:
+    """A dotted field path, capped: its parts can be a client's own keys."""
+    return _printable(".".join(str(p) for p in location), MAX_ECHOED_FIELD_CHARS)
+
+
+def _request_problem(error: T.Mapping[str, T.Any]) -> dict[str, str]:
+    """One problem of a request FastAPI could not read into its model: the field and message."""
+    location = [p for p in error["loc"] if p != "body"]
+    if error["type"] == "json_invalid":  # its location is the character position
+        reason = _printable(str((error.get("ctx") or {}).get("error", "")), MAX_ECHOED_CHARS)
+        position = f" at character {location[0]}" if location else ""
+        return {"field": "body", "message": f"JSON decode error{position}: {reason}"}
+    return {"field": _field(location) or "body", "message": error["msg"]}
+
+
+def _is_json(content_type: str | None) -> bool:
+    """application/json or application/*+json, parameters aside: what FastAPI parses."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )

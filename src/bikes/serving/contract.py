@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import typing as T
 
 import numpy as np
@@ -30,6 +31,9 @@ _FLOAT_TYPES = frozenset({"double", "float"})
 _NARROW_DTYPES: dict[str, type[np.generic]] = {"integer": np.int32, "float": np.float32}
 MAX_VALUES_IN_MESSAGE = 20
 _typed_dict: T.Any = TypedDict  # the functional form, with the contract's column names as keys
+# NUL: PostgreSQL text refuses it; a lone surrogate (JSON "\\ud800"): not UTF-8, so neither a
+# response nor a database can carry it. Both are refused where a text value enters.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def _bound(value: float | None) -> float | int | None:
@@ -59,8 +63,20 @@ def _number(value: T.Any) -> float:
     return float(value)
 
 
+def _storable(value: str) -> str:
+    """Text a database can keep and a response can carry: no NUL, no lone surrogate."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return value
+    if found.group() == "\x00":
+        raise _error("string_nul", "Input should not contain NUL characters (\\u0000)")
+    raise _error("string_unicode", "Input should be valid Unicode text (a lone surrogate)")
+
+
 def _scalar(value: T.Any) -> str | int | bool:
-    if isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        return _storable(value)
+    if isinstance(value, bool | int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -130,7 +146,7 @@ def _category(feature: Feature, signature_type: str | None) -> T.Callable[[T.Any
 def _text(value: T.Any) -> str:
     if not isinstance(value, str):
         raise _error("string_type", "Input should be a valid string")
-    return value
+    return _storable(value)
 
 
 def _boolean(value: T.Any) -> bool:
@@ -183,6 +199,25 @@ def _annotation(feature: Feature, signature_type: str | None) -> T.Any:
     return annotation
 
 
+def naive_utc(moment: dt.datetime) -> dt.datetime:
+    """An event time as the store keeps it: UTC, without a zone. An aware time that leaves
+    Python's years 1..9999 in the conversion ("9999-12-31T23:59:59-10:00") is a validation
+    error naming the field, not an OverflowError in the request handler."""
+    if moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise _error(
+            "datetime_range", "Input should be a datetime between years 1 and 9999 in UTC"
+        ) from None
+
+
+# The contract's timestamp column: any datetime pydantic reads, stored as naive UTC.
+EventTime = T.Annotated[dt.datetime, pdt.AfterValidator(naive_utc)]
+EVENT_TIME: pdt.TypeAdapter[dt.datetime] = pdt.TypeAdapter(EventTime)
+
+
 class RowContract:
     """Request rows checked against a contract, and the model's frame built from them.
 
@@ -200,7 +235,7 @@ class RowContract:
         self.timestamp = contract.timestamp
         fields = {f.name: _annotation(f, types.get(f.name)) for f in features}
         if self.timestamp is not None:
-            fields[self.timestamp] = T.NotRequired[dt.datetime | None]
+            fields[self.timestamp] = T.NotRequired[EventTime | None]
         row: T.Any = _typed_dict("Row", fields)
         self.adapter: pdt.TypeAdapter[list[dict[str, T.Any]]] = pdt.TypeAdapter(list[row])
         self._narrow: dict[str, type[np.generic]] = {
@@ -293,12 +328,14 @@ def _label(value: T.Any) -> Value:
     if isinstance(value, str):
         if not value or len(value) > 200:
             raise _error("string_length", "Input should be a class of 1 to 200 characters")
-        return value
+        return _storable(value)
     raise _error("label_type", "Input should be a number or a class (text, integer, boolean)")
 
 
 class Label(pdt.BaseModel):
-    prediction_id: str = pdt.Field(min_length=1, max_length=36)
+    prediction_id: T.Annotated[
+        str, pdt.Field(min_length=1, max_length=36), pdt.AfterValidator(_storable)
+    ]
     target: T.Annotated[
         Value,
         pdt.PlainValidator(_label, json_schema_input_type=float | int | bool | str),
