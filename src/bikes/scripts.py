@@ -61,6 +61,27 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         parser().print_usage(sys.stderr)
         print("bikes: error: give at least one CONFIG (or --schema)", file=sys.stderr)
         return EXIT_INPUT
+    from bikes.core.redaction import redact  # a message may quote a URL: no secret printed
+    from bikes.io.services import redacted_output
+
+    try:
+        settings = _settings(args.configs, args.extras)
+        with redacted_output(), settings.job as job:
+            job.run()
+    except Exception as error:
+        outcome = _expected(error)
+        if outcome is None:
+            raise  # a bug: the traceback is the report
+        code, prefix = outcome
+        logger.remove()
+        print(f"bikes: {prefix}: {redact(str(error))}", file=sys.stderr)
+        return code
+    return EXIT_OK
+
+
+def _expected(error: Exception) -> tuple[int, str] | None:
+    """The exit code and message prefix of an expected failure; None for a bug. The most
+    specific class comes first: each of these is a ``BikesError``, which alone means exit 2."""
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
     from bikes.core.errors import (
@@ -69,38 +90,19 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         MonitoringFindingError,
         PromotionConflictError,
     )
-    from bikes.core.redaction import redact  # a message may quote a URL: no secret printed
-    from bikes.io.services import redacted_output
 
-    try:
-        settings = _settings(args.configs, args.extras)
-        with redacted_output(), settings.job as job:
-            job.run()
-    except MonitoringFindingError as error:
-        logger.remove()
-        print(f"bikes: monitoring: {redact(str(error))}", file=sys.stderr)
-        return EXIT_MONITORING
-    except PromotionConflictError as error:
-        logger.remove()
-        print(f"bikes: promotion refused: {redact(str(error))}", file=sys.stderr)
-        return EXIT_CONFLICT
-    except AlertDeliveryError as error:
-        logger.remove()
-        print(f"bikes: alerts undelivered: {redact(str(error))}", file=sys.stderr)
-        return EXIT_UNDELIVERED
-    except CaptureLossError as error:
-        logger.remove()
-        print(f"bikes: capture lost rows: {redact(str(error))}", file=sys.stderr)
-        return EXIT_CAPTURE_LOSS
-    except BikesError as error:
-        logger.remove()
-        print(f"bikes: error: {redact(str(error))}", file=sys.stderr)
-        return EXIT_INPUT
-    except ModelValidationFailedException as error:
-        logger.remove()
-        print(f"bikes: gate failed: {redact(str(error))}", file=sys.stderr)
-        return EXIT_GATE
-    return EXIT_OK
+    outcomes: list[tuple[type[Exception], int, str]] = [
+        (MonitoringFindingError, EXIT_MONITORING, "monitoring"),
+        (PromotionConflictError, EXIT_CONFLICT, "promotion refused"),
+        (AlertDeliveryError, EXIT_UNDELIVERED, "alerts undelivered"),
+        (CaptureLossError, EXIT_CAPTURE_LOSS, "capture lost rows"),
+        (BikesError, EXIT_INPUT, "error"),
+        (ModelValidationFailedException, EXIT_GATE, "gate failed"),
+    ]
+    for kind, code, prefix in outcomes:
+        if isinstance(error, kind):
+            return code, prefix
+    return None
 
 
 def _settings(configs: T.Sequence[str], extras: T.Sequence[str]) -> T.Any:
