@@ -199,6 +199,22 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
 
 
+def serving_command(
+    port: int, store_uri: str, spool_path: Path, tracking_uri: str, *extras: str
+) -> list[str]:
+    """The ``bikes`` serving job as a real process: its port, store, spool and MLflow store,
+    then ``extras`` (``key=value`` overrides, each given with ``-e``)."""
+    settings = [
+        f"job.port={port}",
+        f"job.store_uri={store_uri}",
+        f"job.spool_path={spool_path}",
+        f"job.mlflow_service.tracking_uri={tracking_uri}",
+        *extras,
+    ]
+    overrides = [part for setting in settings for part in ("-e", setting)]
+    return [sys.executable, "-m", "bikes", str(REPO / "confs" / "serving.yaml"), *overrides]
+
+
 def new_workspace(directory: Path) -> Path:
     """A working directory with the repo's configs and raw data, as a new user has."""
     (directory / "data").mkdir()

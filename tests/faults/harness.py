@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import signal
 import subprocess
-import sys
 import threading
 import time
 import typing as T
@@ -24,7 +23,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from tests.conftest import REPO, clean_environment, wait_until_up
+from tests.conftest import clean_environment, serving_command, wait_until_up
 
 HTTP_TIMEOUT = 60.0  # seconds, every call to our servers: a loaded 2-core machine is slow
 START_TIMEOUT = 180.0  # a serving process loads MLflow and the model before it listens
@@ -114,21 +113,9 @@ class Service:
         self.spool_path = spool_path
         self.command = [
             *prefix,
-            sys.executable,
-            "-m",
-            "bikes",
-            str(REPO / "confs" / "serving.yaml"),
-            "-e",
-            f"job.port={port}",
-            "-e",
-            f"job.store_uri={store_uri}",
-            "-e",
-            f"job.spool_path={spool_path}",
-            "-e",
-            f"job.mlflow_service.tracking_uri={tracking_uri}",
-            "-e",
-            "job.poll_interval=0",
-            *(item for extra in extras for item in ("-e", extra)),
+            *serving_command(
+                port, store_uri, spool_path, tracking_uri, "job.poll_interval=0", *extras
+            ),
         ]
         self.process: subprocess.Popen[bytes] | None = None
         self.runs = 0

@@ -8,7 +8,6 @@ import contextlib
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 import typing as T
@@ -22,7 +21,7 @@ from bikes.io.capture import CaptureWriter
 from bikes.io.store import Store
 from bikes.serving.app import create_app
 from bikes.serving.models import ModelSlot
-from tests.conftest import REPO, clean_environment, started, wait_until_up
+from tests.conftest import clean_environment, serving_command, started, wait_until_up
 from tests.serving.test_app import TIMEOUT, _records, free_port, serving
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1"
@@ -154,22 +153,13 @@ def test_kill_9_under_load_loses_no_acknowledged_row(
     port = free_port()
     database = tmp_path / "predictions.db"
     spool = tmp_path / "spool.jsonl"
-    command = [
-        sys.executable,
-        "-m",
-        "bikes",
-        str(REPO / "confs" / "serving.yaml"),
-        "-e",
-        f"job.port={port}",
-        "-e",
-        f"job.store_uri=sqlite:///{database}",
-        "-e",
-        f"job.spool_path={spool}",
-        "-e",
-        f"job.mlflow_service.tracking_uri={services['mlflow_service'].tracking_uri}",
-        "-e",
+    command = serving_command(
+        port,
+        f"sqlite:///{database}",
+        spool,
+        services["mlflow_service"].tracking_uri,
         "job.flush_interval=5.0",  # queued mode would hold up to 5 s of rows in memory
-    ]
+    )
     server = subprocess.Popen(
         command, env=clean_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

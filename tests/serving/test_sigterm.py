@@ -7,7 +7,6 @@ import concurrent.futures
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import typing as T
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 
 from bikes.io.store import Store
-from tests.conftest import REPO, clean_environment, wait_until_up
+from tests.conftest import clean_environment, serving_command, wait_until_up
 from tests.serving.test_app import _records, free_port
 
 
@@ -27,24 +26,14 @@ def test_sigterm_under_load_loses_no_acknowledged_row(
 ) -> None:
     port = free_port()
     database = tmp_path / "predictions.db"
-    command = [
-        sys.executable,
-        "-m",
-        "bikes",
-        str(REPO / "confs" / "serving.yaml"),
-        "-e",
-        f"job.port={port}",
-        "-e",
-        f"job.store_uri=sqlite:///{database}",
-        "-e",
-        f"job.spool_path={tmp_path / 'spool.jsonl'}",
-        "-e",
-        f"job.mlflow_service.tracking_uri={services['mlflow_service'].tracking_uri}",
-        "-e",
+    command = serving_command(
+        port,
+        f"sqlite:///{database}",
+        tmp_path / "spool.jsonl",
+        services["mlflow_service"].tracking_uri,
         "job.flush_interval=2.0",  # slow flushes: rows are still queued at SIGTERM
-        "-e",
         "job.batch_size=100000",
-    ]
+    )
     server = subprocess.Popen(
         command,
         env=clean_environment(),
@@ -110,24 +99,14 @@ def test_sigterm_with_rows_kept_nowhere_exits_7_and_says_how_many(
     database = tmp_path / "predictions.db"
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the spool's folder should be")
-    command = [
-        sys.executable,
-        "-m",
-        "bikes",
-        str(REPO / "confs" / "serving.yaml"),
-        "-e",
-        f"job.port={port}",
-        "-e",
-        f"job.store_uri=sqlite:///{database}",
-        "-e",
-        f"job.spool_path={blocker / 'spool.jsonl'}",
-        "-e",
-        f"job.mlflow_service.tracking_uri={services['mlflow_service'].tracking_uri}",
-        "-e",
+    command = serving_command(
+        port,
+        f"sqlite:///{database}",
+        blocker / "spool.jsonl",
+        services["mlflow_service"].tracking_uri,
         f"job.acknowledge={acknowledge}",
-        "-e",
         "job.flush_interval=0.05",
-    ]
+    )
     server = subprocess.Popen(
         command, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
