@@ -42,8 +42,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(work: Path, env: dict[str, str], mode: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A serving process: ``mode`` off (no capture), durable or queued."""
+def start_server(
+    work: Path, env: dict[str, str], mode: str, model_threads: str | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A serving process: ``mode`` off (no capture), durable or queued; ``model_threads`` the
+    job's setting (None: its default), the same for every mode."""
     port = free_port()
     command = [
         sys.executable,
@@ -57,6 +60,8 @@ def start_server(work: Path, env: dict[str, str], mode: str) -> tuple[subprocess
         "-e",
         "job.logger_service.level=WARNING",
     ]
+    if model_threads is not None:
+        command += ["-e", f"job.model_threads={model_threads}"]
     if mode != OFF:
         command += [
             "-e",
@@ -121,6 +126,13 @@ def main() -> None:
     cli.add_argument(
         "--modes", nargs="+", default=["durable"], choices=["durable", "queued"], metavar="MODE"
     )
+    cli.add_argument(
+        "--model-threads",
+        default=None,
+        metavar="N",
+        help="the serving job's model_threads for every server (an integer or null); default: "
+        "the job's default",
+    )
     args = cli.parse_args()
     env = clean_environment()
     with tempfile.TemporaryDirectory() as directory:
@@ -138,7 +150,7 @@ def main() -> None:
         rows[timestamp] = rows[timestamp].dt.strftime("%Y-%m-%dT%H:%M:%S")
         records = rows.to_dict(orient="records")
         modes = [OFF, *args.modes]
-        servers = {mode: start_server(work, env, mode) for mode in modes}
+        servers = {mode: start_server(work, env, mode, args.model_threads) for mode in modes}
         acknowledged_by = dict.fromkeys(args.modes, 0)
         header = (
             "batch",

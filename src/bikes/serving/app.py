@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import threading
 import time
 import typing as T
 import uuid
@@ -33,6 +34,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, Metric
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from bikes.core.errors import ContractError, InputError
 from bikes.io import registry
@@ -137,11 +139,13 @@ def create_app(
     writer: CaptureWriter | None,
     max_batch_rows: int = 10_000,
     max_label_rows: int = 100_000,
+    model_threads: int | None = None,
 ) -> FastAPI:
     """The service; ``store``/``writer`` None serves without capture (the benchmark's baseline).
 
     ``max_batch_rows`` rows per /invocations and ``max_label_rows`` labels per /labels request;
-    a larger one is answered 413 with the limit."""
+    a larger one is answered 413 with the limit. ``model_threads``: the OpenMP/BLAS threads a
+    prediction may use (None: the libraries' default)."""
     metrics = Metrics(writer, slot)
     if writer is not None:
         writer.on_written = metrics.written.inc
@@ -272,6 +276,7 @@ def create_app(
                 writer.check()  # capture cannot keep rows now: refuse before predicting
             except CaptureRefusedError as error:
                 refuse(len(rows), error)
+        _limit_threads(model_threads)
         predictions, classes, probabilities = _predict(loaded, rows)
         latency_ms = (time.perf_counter() - start) * 1000
         ids = new_ids(len(rows))  # time-ordered: cheaper to index than uuid4
@@ -400,6 +405,19 @@ class _CaptureCollector:
             "Unreadable spool lines moved to the quarantine file",
             value=float(self._writer.quarantined),
         )
+
+
+_THREAD_LIMIT = threading.local()
+
+
+def _limit_threads(threads: int | None) -> None:
+    """Limit the OpenMP and BLAS threads of predictions made in this thread, once per request
+    thread (OpenMP's limit is the calling thread's: a limit set at start-up would not reach
+    the server's worker threads)."""
+    if threads is None or getattr(_THREAD_LIMIT, "threads", None) == threads:
+        return
+    threadpool_limits(limits=threads)
+    _THREAD_LIMIT.threads = threads
 
 
 def _utc_now() -> dt.datetime:
