@@ -23,18 +23,18 @@ Task = T.Literal["regression", "classification"]
 FeatureKind = T.Literal["numeric", "categorical"]
 Value = bool | int | float | str
 
-# Columns the capture store and the jobs add around a model's table: never features.
-SERVICE_COLUMNS = frozenset(
-    {
-        "prediction_id",
-        "event_time",
-        "received_time",
-        "model_name",
-        "model_version",
-        "latency_ms",
-        "label_time",
-    }
+# The columns the capture store keeps around a prediction's inputs and scores, in the order it
+# reads them back (``bikes.io.store`` builds its table from them).
+CAPTURE_COLUMNS = (
+    "prediction_id",
+    "event_time",
+    "received_time",
+    "model_name",
+    "model_version",
+    "latency_ms",
 )
+# Columns the capture store and the jobs add around a model's table: never features.
+SERVICE_COLUMNS = frozenset({*CAPTURE_COLUMNS, "label_time"})
 # Signature types (MLflow's DataType names) and what kind of feature they hold.
 NUMERIC_TYPES = frozenset({"long", "integer", "double", "float"})
 CATEGORICAL_TYPES = frozenset({"string", "boolean"})

@@ -10,6 +10,7 @@ depend on a model's features. Writes are idempotent on ``prediction_id`` / ``rej
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -22,6 +23,7 @@ import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bikes.core.contract import CAPTURE_COLUMNS
 from bikes.core.errors import InputError, first_line
 from bikes.core.redaction import redact, redact_url
 
@@ -38,15 +40,8 @@ MAX_REASON_CHARS = 1000
 # statement and SQLite 32,766, so a batch of 70,000 labels goes in several statements.
 CHUNK_ROWS = 5000
 
-# The columns ``read`` returns around the inputs and scores, in order.
-PREDICTION_COLUMNS = (
-    "prediction_id",
-    "event_time",
-    "received_time",
-    "model_name",
-    "model_version",
-    "latency_ms",
-)
+# The columns ``read`` returns around the inputs and scores, in order: the contract's own list.
+PREDICTION_COLUMNS = CAPTURE_COLUMNS
 REJECTED_COLUMNS = (
     "event_time",
     "received_time",
@@ -385,27 +380,27 @@ class Store:
         if not rows:
             return
         if self._fast_insert is not None:
-            self._write_encoded(self._fast_insert, _sqlite_prediction_values(rows), connection)
+            # One executemany of the driver's own: no SQLAlchemy type processing per value.
+            encoded = _sqlite_prediction_values(rows)
+            with self._transaction(connection) as writing:
+                writing.exec_driver_sql(self._fast_insert, encoded)
             return
         statement = self._insert(self.predictions).on_conflict_do_nothing(
             index_elements=["prediction_id"]
         )
         values = [row if "scores" in row else {**row, "scores": None} for row in rows]
-        if connection is not None:
-            connection.execute(statement, values)
-            return
-        with self.engine.begin() as begun:
-            begun.execute(statement, values)
+        with self._transaction(connection) as writing:
+            writing.execute(statement, values)
 
-    def _write_encoded(
-        self, sql: str, values: list[tuple[T.Any, ...]], connection: sa.Connection | None
-    ) -> None:
-        """One executemany of the driver's own: no SQLAlchemy type processing per value."""
+    @contextlib.contextmanager
+    def _transaction(self, connection: sa.Connection | None) -> T.Iterator[sa.Connection]:
+        """The caller's connection (its transaction is the caller's), else a transaction of
+        its own, committed on exit."""
         if connection is not None:
-            connection.exec_driver_sql(sql, values)
+            yield connection
             return
         with self.engine.begin() as begun:
-            begun.exec_driver_sql(sql, values)
+            yield begun
 
     def write_labels(self, rows: T.Sequence[dict[str, T.Any]]) -> None:
         """Upsert labels (``prediction_id``, ``label_time``, ``target``: a number or a class):
@@ -443,11 +438,8 @@ class Store:
             }
             for row in rows
         ]
-        if connection is not None:
-            connection.execute(statement, values)
-            return
-        with self.engine.begin() as begun:
-            begun.execute(statement, values)
+        with self._transaction(connection) as writing:
+            writing.execute(statement, values)
 
     def known_ids(self, ids: T.Sequence[str]) -> set[str]:
         """Which of these prediction ids are stored."""
