@@ -488,24 +488,19 @@ def _capture_rows(
     for number, (values, prediction_id, prediction) in enumerate(
         zip(rows, ids, predictions, strict=True)
     ):
+        # Validated as the contract's EventTime: already naive UTC.
         event = values.pop(timestamp, None) if timestamp is not None else None
         captured.append(
             {
                 **shared,
                 "prediction_id": prediction_id,
-                "event_time": _naive_utc(event) if event is not None else received,
+                "event_time": event if event is not None else received,
                 "inputs": values,
                 "prediction": prediction,
                 "scores": scores[number] if scores is not None else None,
             }
         )
     return captured
-
-
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    if moment.tzinfo is not None:
-        return moment.astimezone(dt.UTC).replace(tzinfo=None)
-    return moment
 
 
 def _rejected_rows(
