@@ -10,6 +10,17 @@ acknowledged per mode (they must be equal).
 
     uv run python benchmarks/serving.py --requests 400
     uv run python benchmarks/serving.py --requests 400 --rounds 3 --modes durable queued
+    uv run python benchmarks/serving.py --requests 100 --rounds 12 --modes off-b durable
+
+Noise: ``off-b`` is a second capture-off server, an A/A check: its ratio to ``off`` is what
+the method itself scatters by; with it, each capture mode's ratio is also given against both
+capture-off servers' latencies pooled (in brackets), which halves what one baseline process
+having a slow run can do to the ratio. On this 2-vCPU VM whole seconds run slower at random, so many
+short rounds (``--requests 100 --rounds 12``) interleave the servers finely enough that a
+slow spell falls on every mode alike; 400-request rounds let the A/A ratio stray to 1.2.
+``--pin`` runs every server on the last CPU and the client on the others: the A/A ratio is
+tighter, but work a server does beside its requests (SQLite checkpoints in the capture
+writer's thread) then competes with them for one core, which is not how it is deployed.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from bikes.io.contracts import load_contract
 from bikes.io.store import Store
 
 OFF = "off"
+OFF_B = "off-b"  # a second capture-off server: the A/A check of the method's own noise
 
 
 def free_port() -> int:
@@ -42,11 +54,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def capturing(mode: str) -> bool:
+    return mode not in (OFF, OFF_B)
+
+
 def start_server(
-    work: Path, env: dict[str, str], mode: str, model_threads: str | None
+    work: Path,
+    env: dict[str, str],
+    mode: str,
+    model_threads: str | None,
+    cpus: set[int] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A serving process: ``mode`` off (no capture), durable or queued; ``model_threads`` the
-    job's setting (None: its default), the same for every mode."""
+    job's setting (None: its default), the same for every mode; ``cpus``: the CPUs it may run
+    on (None: any)."""
     port = free_port()
     command = [
         sys.executable,
@@ -56,13 +77,13 @@ def start_server(
         "-e",
         f"job.port={port}",
         "-e",
-        f"job.capture={str(mode != OFF).lower()}",
+        f"job.capture={str(capturing(mode)).lower()}",
         "-e",
         "job.logger_service.level=WARNING",
     ]
     if model_threads is not None:
         command += ["-e", f"job.model_threads={model_threads}"]
-    if mode != OFF:
+    if capturing(mode):
         command += [
             "-e",
             f"job.acknowledge={mode}",
@@ -71,7 +92,8 @@ def start_server(
             "-e",
             f"job.spool_path={work / f'spool-{mode}.jsonl'}",
         ]
-    server = subprocess.Popen(command, cwd=work, env=env)
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+    server = subprocess.Popen(command, cwd=work, env=env, preexec_fn=pin)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -92,13 +114,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def load(
-    url: str, payload: dict[str, object], requests: int, concurrency: int
+    url: str, payloads: list[dict[str, object]], requests: int, concurrency: int
 ) -> tuple[np.ndarray, float, int]:
-    """Fire a fixed number of requests; returns latencies (s), wall time (s), rows acknowledged."""
+    """Fire a fixed number of requests, the ``payloads`` in turn; returns latencies (s), wall
+    time (s), rows acknowledged."""
     latencies: list[float] = []
     acknowledged = 0
 
-    def one(client: httpx.Client) -> tuple[float, int]:
+    def one(client: httpx.Client, payload: dict[str, object]) -> tuple[float, int]:
         start = time.perf_counter()
         response = client.post("/invocations", json=payload)
         elapsed = time.perf_counter() - start
@@ -108,7 +131,10 @@ def load(
     clients = [httpx.Client(base_url=url, timeout=60) for _ in range(concurrency)]
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        futures = [pool.submit(one, clients[i % concurrency]) for i in range(requests)]
+        futures = [
+            pool.submit(one, clients[i % concurrency], payloads[i % len(payloads)])
+            for i in range(requests)
+        ]
         for future in futures:
             latency, rows = future.result()
             latencies.append(latency)
@@ -124,7 +150,18 @@ def main() -> None:
     cli.add_argument("--requests", type=int, default=400, help="per case, mode and round")
     cli.add_argument("--rounds", type=int, default=1, help="interleaved repeats per case")
     cli.add_argument(
-        "--modes", nargs="+", default=["durable"], choices=["durable", "queued"], metavar="MODE"
+        "--modes",
+        nargs="+",
+        default=["durable"],
+        choices=["durable", "queued", OFF_B],
+        metavar="MODE",
+        help="durable, queued, and off-b (a second capture-off server: the A/A check)",
+    )
+    cli.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="servers on the last CPU, the client on the others",
     )
     cli.add_argument(
         "--model-threads",
@@ -135,6 +172,11 @@ def main() -> None:
     )
     args = cli.parse_args()
     env = clean_environment()
+    server_cpus: set[int] | None = None
+    if args.pin:
+        available = sorted(os.sched_getaffinity(0))
+        server_cpus = {available[-1]}
+        os.sched_setaffinity(0, available[:-1])  # the client, and the threads it starts
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
         test = prepare(work, env) / "test.parquet"
@@ -150,8 +192,11 @@ def main() -> None:
         rows[timestamp] = rows[timestamp].dt.strftime("%Y-%m-%dT%H:%M:%S")
         records = rows.to_dict(orient="records")
         modes = [OFF, *args.modes]
-        servers = {mode: start_server(work, env, mode, args.model_threads) for mode in modes}
-        acknowledged_by = dict.fromkeys(args.modes, 0)
+        servers = {
+            mode: start_server(work, env, mode, args.model_threads, server_cpus) for mode in modes
+        }
+        captured = [mode for mode in args.modes if capturing(mode)]
+        acknowledged_by = dict.fromkeys(captured, 0)
         header = (
             "batch",
             "conc",
@@ -163,10 +208,16 @@ def main() -> None:
             "p50 on/off",
             "cpu ms/req",
         )
-        widths = (5, 4, 7, 8, 8, 8, 8, 10, 10)
+        widths = (5, 4, 7, 8, 8, 8, 8, 17, 10)
         print(" ".join(f"{name:>{width}}" for name, width in zip(header, widths, strict=True)))
         for batch in (1, 32):
-            payload: dict[str, object] = {"dataframe_records": records[:batch]}
+            # The test split in order, a batch of consecutive hours per request, as a live
+            # service sees them (one batch sent again and again would pile every row onto the
+            # same 32 event times, a needless worst case for the store's event-time index).
+            payloads: list[dict[str, object]] = [
+                {"dataframe_records": records[start : start + batch]}
+                for start in range(0, len(records) - batch + 1, batch)
+            ]
             for concurrency in (1, 4, 16):
                 latencies: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
                 walls = dict.fromkeys(modes, 0.0)
@@ -174,25 +225,30 @@ def main() -> None:
                 for _ in range(args.rounds):
                     for mode in modes:
                         server, url = servers[mode]
-                        _, _, warm = load(url, payload, 20, concurrency)  # warm up
+                        _, _, warm = load(url, payloads, 20, concurrency)  # warm up
                         before = cpu_seconds(server.pid)
-                        timed, wall, acknowledged = load(url, payload, args.requests, concurrency)
+                        timed, wall, acknowledged = load(url, payloads, args.requests, concurrency)
                         cpu[mode] += cpu_seconds(server.pid) - before
-                        if mode != OFF:
+                        if capturing(mode):
                             acknowledged_by[mode] += acknowledged + warm
                         latencies[mode].append(timed)
                         walls[mode] += wall
                 p50 = {}
+                baselines = [mode for mode in modes if not capturing(mode)]
+                both = np.concatenate([np.concatenate(latencies[mode]) for mode in baselines])
+                baseline_p50 = float(np.percentile(both, 50)) * 1000
                 for mode in modes:
                     pooled = np.concatenate(latencies[mode])
                     p50[mode] = float(np.percentile(pooled, 50)) * 1000
                     p99 = float(np.percentile(pooled, 99)) * 1000
                     ratio = f"{p50[mode] / p50[OFF]:.2f}" if mode != OFF else ""
+                    if capturing(mode) and len(baselines) > 1:  # against off and off-b pooled
+                        ratio += f" ({p50[mode] / baseline_p50:.2f})"
                     requests = args.requests * args.rounds
                     print(
                         f"{batch:>5} {concurrency:>4} {mode:>7} "
                         f"{requests / walls[mode]:>8.0f} {requests * batch / walls[mode]:>8.0f} "
-                        f"{p50[mode]:>8.2f} {p99:>8.2f} {ratio:>10} "
+                        f"{p50[mode]:>8.2f} {p99:>8.2f} {ratio:>17} "
                         f"{cpu[mode] / requests * 1000:>10.2f}",
                         flush=True,
                     )
@@ -200,7 +256,7 @@ def main() -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=120)
         print()
-        for mode in args.modes:
+        for mode in captured:
             server, _ = servers[mode]
             stored = Store(f"sqlite:///{work / f'predictions-{mode}.db'}").count()
             print(f"{mode}: rows acknowledged {acknowledged_by[mode]}, rows stored {stored}")

@@ -236,6 +236,41 @@ def test_a_durable_submit_returns_only_once_its_rows_are_committed(tmp_path: Pat
     assert reader.count() == 60
 
 
+def test_requests_never_checkpoint_sqlite_the_writer_thread_does(tmp_path: Path) -> None:
+    """The commits of durable requests leave SQLite's write-ahead log alone (by default the
+    commit that grows it past 1,000 pages copies it into the database file and syncs both,
+    15-30 ms on that request); the writer thread checkpoints it, and past ``reset_frames``
+    finishes the job so that the next write starts the log afresh."""
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    store.create()
+    writer = CaptureWriter(store, tmp_path / "spool.jsonl")
+    writer.reset_frames = 200
+    wal = tmp_path / "p.db-wal"
+    day = 0
+    while wal.stat().st_size < 12 * 1024 * 1024:  # 3,000 pages: no request checkpointed
+        day += 1
+        for start in range(0, 1440, 32):
+            writer.submit(_rows(1440, day % 28 + 1)[start : start + 32])  # not started: leaders
+        assert day < 200, "the log stopped growing: a request's commit checkpointed it"
+    database = tmp_path / "p.db"
+    before = database.stat().st_size
+    assert before < 64 * 1024  # the tables, empty: the rows are all in the log still
+    writer.start()
+    deadline = time.monotonic() + 30
+    while database.stat().st_size < before + 512 * 1024:  # copied into the database file
+        assert time.monotonic() < deadline, "the writer thread did not checkpoint"
+        time.sleep(0.2)
+    later = _rows(32, 1)
+    for row in later:
+        row["prediction_id"] = f"later-{row['prediction_id']}"
+    writer.submit(later)
+    with store.engine.connect() as connection:
+        _, logged, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert logged < 100  # the log started again from its beginning
+    assert writer.stop() == 0
+    assert store.count() == len({row["prediction_id"] for row in later}) + min(day, 28) * 1440
+
+
 def test_with_the_store_down_a_durable_submit_returns_once_its_rows_are_spooled(
     tmp_path: Path,
 ) -> None:

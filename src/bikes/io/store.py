@@ -260,6 +260,15 @@ def _sqlite_prediction_values(rows: T.Sequence[dict[str, T.Any]]) -> list[tuple[
         ) from error
 
 
+class Checkpoint(T.NamedTuple):
+    """What ``PRAGMA wal_checkpoint`` did: the log's frames, and how many are in the database
+    file now (``busy``: a reader or writer kept it from copying everything)."""
+
+    busy: bool
+    frames: int
+    copied: int
+
+
 class Store:
     """Tables, idempotent writes and time-window reads over one database URI."""
 
@@ -391,6 +400,29 @@ class Store:
         values = [row if "scores" in row else {**row, "scores": None} for row in rows]
         with self._transaction(connection) as writing:
             writing.execute(statement, values)
+
+    # -- SQLite's write-ahead log ----------------------------------------------------------------
+    def defer_checkpoints(self, connection: sa.Connection) -> None:
+        """SQLite: writes on ``connection`` never checkpoint the write-ahead log themselves
+        (by default the commit that grows it past 1,000 pages copies it into the database
+        file and syncs both, 15-30 ms on the request that happens to commit); whoever defers
+        them calls ``checkpoint``. Elsewhere: nothing to do."""
+        if self._fast_insert is not None:
+            connection.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+            connection.commit()
+
+    def checkpoint(self) -> Checkpoint | None:
+        """SQLite: copy the write-ahead log into the database file, without waiting for
+        writers or readers (``PASSIVE``: what is being written meanwhile stays for the next
+        time). None on other databases, which checkpoint on their own."""
+        if self._fast_insert is None:
+            return None
+        with self.engine.connect() as connection:
+            busy, frames, copied = connection.exec_driver_sql(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).one()
+            connection.commit()
+        return Checkpoint(busy=bool(busy), frames=int(frames), copied=int(copied))
 
     @contextlib.contextmanager
     def _transaction(self, connection: sa.Connection | None) -> T.Iterator[sa.Connection]:
