@@ -12,6 +12,10 @@ acknowledged per mode (they must be equal).
     uv run python benchmarks/serving.py --requests 400 --rounds 3 --modes durable queued
     uv run python benchmarks/serving.py --requests 100 --rounds 12 --modes off-b durable
 
+At concurrency 1 the servers take turns request by request (``--requests`` x ``--rounds``
+each), so a slow spell of the machine falls on every mode alike; at higher concurrency they
+take turns round by round, ``--requests`` each (one server under load at a time).
+
 Noise: ``off-b`` is a second capture-off server, an A/A check: its ratio to ``off`` is what
 the method itself scatters by; with it, each capture mode's ratio is also given against both
 capture-off servers' latencies pooled (in brackets), which halves what one baseline process
@@ -145,6 +149,35 @@ def load(
     return np.asarray(latencies), wall, acknowledged
 
 
+def alternate(
+    urls: dict[str, str], payloads: list[dict[str, object]], requests: int
+) -> dict[str, tuple[np.ndarray, float, int]]:
+    """Concurrency 1, every server in turn request by request (the order rotating), so a slow
+    spell of the machine falls on every mode alike; per mode: latencies (s), the wall time its
+    requests took (s), rows acknowledged."""
+    modes = list(urls)
+    clients = {mode: httpx.Client(base_url=url, timeout=60) for mode, url in urls.items()}
+    latencies: dict[str, list[float]] = {mode: [] for mode in modes}
+    acknowledged = dict.fromkeys(modes, 0)
+    try:
+        for i in range(requests):
+            payload = payloads[i % len(payloads)]
+            for k in range(len(modes)):
+                mode = modes[(i + k) % len(modes)]
+                start = time.perf_counter()
+                response = clients[mode].post("/invocations", json=payload)
+                latencies[mode].append(time.perf_counter() - start)
+                response.raise_for_status()
+                acknowledged[mode] += len(response.json()["prediction_ids"])
+    finally:
+        for client in clients.values():
+            client.close()
+    return {
+        mode: (np.asarray(latencies[mode]), float(np.sum(latencies[mode])), acknowledged[mode])
+        for mode in modes
+    }
+
+
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--requests", type=int, default=400, help="per case, mode and round")
@@ -222,7 +255,7 @@ def main() -> None:
                 latencies: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
                 walls = dict.fromkeys(modes, 0.0)
                 cpu = dict.fromkeys(modes, 0.0)
-                for _ in range(args.rounds):
+                for _ in range(args.rounds if concurrency > 1 else 0):
                     for mode in modes:
                         server, url = servers[mode]
                         _, _, warm = load(url, payloads, 20, concurrency)  # warm up
@@ -233,6 +266,23 @@ def main() -> None:
                             acknowledged_by[mode] += acknowledged + warm
                         latencies[mode].append(timed)
                         walls[mode] += wall
+                if concurrency == 1:  # one request at a time: the servers take turns
+                    for mode in modes:  # warm up
+                        warm = load(servers[mode][1], payloads, 20, 1)[2]
+                        if capturing(mode):
+                            acknowledged_by[mode] += warm
+                    before = {mode: cpu_seconds(servers[mode][0].pid) for mode in modes}
+                    turns = alternate(
+                        {mode: url for mode, (_, url) in servers.items()},
+                        payloads,
+                        args.requests * args.rounds,
+                    )
+                    for mode, (timed, wall, acknowledged) in turns.items():
+                        cpu[mode] = cpu_seconds(servers[mode][0].pid) - before[mode]
+                        if capturing(mode):
+                            acknowledged_by[mode] += acknowledged
+                        latencies[mode].append(timed)
+                        walls[mode] = wall
                 p50 = {}
                 baselines = [mode for mode in modes if not capturing(mode)]
                 both = np.concatenate([np.concatenate(latencies[mode]) for mode in baselines])
