@@ -16,8 +16,9 @@ acknowledge (``acknowledge``):
   ``flush_interval``. Faster under load, but rows still in memory (at most ``max_pending``)
   are lost if the process is killed (``kill -9``, OOM) before they are written.
 
-What "kept" survives: a committed SQLite transaction (WAL, ``synchronous=NORMAL``) survives
-the process being killed, not a power loss or an OS crash; a committed PostgreSQL transaction
+What "kept" survives: a committed SQLite transaction (WAL, ``synchronous=NORMAL``; the log
+is checkpointed by the writer thread, never by a request's commit) survives the process being
+killed, not a power loss or an OS crash; a committed PostgreSQL transaction
 survives what the server's own settings promise; a spooled line is fsync'd, so it survives
 both.
 
