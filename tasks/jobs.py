@@ -1,12 +1,15 @@
 """The jobs, one task each, the deployment gate, and the demo that chains them."""
 
 import contextlib
+import json
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import typing as T
 import urllib.request
+from pathlib import Path
 
 from invoke.context import Context
 from invoke.tasks import task
@@ -17,10 +20,37 @@ MONTHLY_BACKFILL = (
     "job.current.end=2013-01-01",
     "job.current.step=MS",
 )
+# The demo's loop: production in two parts, so a retrained champion can serve the second.
+LOOP_DIR = "data/splits/loop"
+# Demand grows by 30% from October (more docks, the same weather): a change in the world
+# that only labels show, and only retraining can follow.
+DEMAND_GROWTH = (
+    "job.perturbations=[{column: cnt, kind: scale, value: 1.3, start: '2012-10-01T00:00:00'}]"
+)
+UNTIL_NOVEMBER = (
+    "job.current.start=2012-07-01",
+    "job.current.end=2012-12-01",
+    "job.current.step=MS",
+    "job.results_path=outputs/monitoring-until-november.json",
+)
+DECEMBER = (
+    "job.current.start=2012-12-01",
+    "job.current.end=2013-01-01",
+    "job.results_path=outputs/monitoring-december.json",
+    "job.report_path=outputs/monitoring-december.html",
+)
+RETRAINING_RESULTS = "outputs/retraining.json"
+# The labels up to November (a demo run before left December's in the store too), and a short
+# cooldown, so that the demo retrains each time it is run (cron keeps 7D).
+RETRAIN_ON_FINDING = (
+    "job.on_finding=retrain",
+    "job.retraining={config: confs/retraining.yaml, window: {end: '2012-12-01T00:00:00'}}",
+    "job.retrain_cooldown=1s",
+)
 
 
 def _job(c: Context, config: str, extras: tuple[str, ...] = (), warn: bool = False) -> int:
-    overrides = " ".join(f"-e {extra}" for extra in extras)
+    overrides = " ".join(f"-e {shlex.quote(extra)}" for extra in extras)
     result = c.run(f"bikes {config} {overrides}".strip(), warn=warn)
     return int(result.exited) if result is not None else 0
 
@@ -64,7 +94,8 @@ def gate(c: Context, training: str = "confs/training.yaml", extra: list[str] | N
 
 @task
 def demo(c: Context) -> None:
-    """End to end on the embedded SQLite MLflow: a model passes the gate, a worse one is blocked."""
+    """End to end on the embedded SQLite MLflow: a model passes the gate, a worse one is blocked,
+    production drifts, and the loop retrains, gates and promotes a model that serves better."""
     data(c)
     print("\n== 1. A first model through the gate (no champion yet: absolute thresholds) ==")
     gate(c)
@@ -75,22 +106,95 @@ def demo(c: Context) -> None:
     if code != GATE_BLOCKED:
         raise SystemExit(f"expected the gate to block the shallow forest (exit 3), got {code}")
     c.run("bikes confs/promotion.yaml", warn=True)  # refused: that version failed the gate
-    print("\n== 3. Serve the champion and replay production traffic, labels a day late ==")
-    with _serving(c):
-        traffic(c)
-    print("\n== 4. Monitor production month by month against the training reference ==")
-    _job(c, "confs/monitoring.yaml", MONTHLY_BACKFILL)
+    print("\n== 3. Serve the champion; replay July to November, labels a day late ==")
+    print("(from October a new docking network brings 30% more rentals at the same weather)")
+    _split_production()
+    with _serving(c) as url:
+        champion = _served_version(url)
+        traffic(c, [f"job.inputs.path={LOOP_DIR}/until_november.parquet", DEMAND_GROWTH])
+        print("\n== 4. Monitor month by month; a finding starts retrain, gate, promote ==")
+        Path(RETRAINING_RESULTS).unlink(missing_ok=True)
+        _job(c, "confs/monitoring.yaml", (*UNTIL_NOVEMBER, *RETRAIN_ON_FINDING))
+        retrained = _retraining_outcome()
+        print("\n== 5. The service swaps the new champion in; December, monitored again ==")
+        if retrained.get("promoted"):
+            _wait_for_version(url, str(retrained["model_version"]))
+        traffic(c, [f"job.inputs.path={LOOP_DIR}/december.parquet", DEMAND_GROWTH])
+        _job(c, "confs/monitoring.yaml", DECEMBER)
+    _print_loop(champion, retrained)
     print(
-        "\nDone. The champion kept its place; batch predictions are in "
-        "outputs/predictions.parquet, live ones (with labels) in predictions.db; monitoring in "
-        "outputs/monitoring.html and outputs/monitoring.json (and the monitoring_metrics table).\n"
-        "Browse runs, the gate's verdict tables, the report and the registry with "
+        "\nDone. Batch predictions are in outputs/predictions.parquet, live ones (with labels) "
+        "in predictions.db; monitoring in outputs/monitoring.html (July to November) and "
+        "outputs/monitoring-december.html, their JSON beside (and the monitoring_metrics "
+        "table), the loop in outputs/retraining.json.\n"
+        "Browse runs (the retraining run holds its training and gate runs), the gate's verdict "
+        "tables, the report and the registry (the new version's retrain_* tags) with "
         "`uv run invoke mlflow` (http://127.0.0.1:5000)."
     )
 
 
+def _split_production(before: str = "2012-12-01") -> None:
+    """The production split in two: until November, and December."""
+    import pandas as pd
+
+    frame = pd.read_parquet("data/splits/production.parquet")
+    Path(LOOP_DIR).mkdir(parents=True, exist_ok=True)
+    early = frame["timestamp"] < pd.Timestamp(before)
+    frame[early].to_parquet(f"{LOOP_DIR}/until_november.parquet", index=False)
+    frame[~early].to_parquet(f"{LOOP_DIR}/december.parquet", index=False)
+
+
+def _served_version(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/health", timeout=30) as answer:
+        return str(json.load(answer)["model_version"])
+
+
+def _wait_for_version(url: str, version: str, timeout: float = 180) -> None:
+    """The service polls its alias (serving.poll_interval): wait until it serves ``version``."""
+    deadline = time.monotonic() + timeout
+    while _served_version(url) != version:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the service did not swap in version {version} in {timeout:g} s")
+        time.sleep(2)
+    print(f"The service now answers with version {version}")
+
+
+def _retraining_outcome() -> dict[str, T.Any]:
+    path = Path(RETRAINING_RESULTS)
+    if not path.is_file():
+        print("No retraining: monitoring found nothing detected (or the cooldown held)")
+        return {}
+    outcome: dict[str, T.Any] = json.loads(path.read_text(encoding="utf-8"))
+    return outcome
+
+
+def _print_loop(champion: str, retrained: dict[str, T.Any]) -> None:
+    """RMSE month by month from outputs/monitoring-*.json: before and after the loop."""
+    lines = ["", "month     version  rows  rmse    status"]
+    for name in ("monitoring-until-november.json", "monitoring-december.json"):
+        path = Path("outputs") / name
+        if not path.is_file():
+            continue
+        document = json.loads(path.read_text(encoding="utf-8"))
+        for window in document.get("windows", [document]):
+            rmse = ((window.get("performance") or {}).get("current") or {}).get("rmse")
+            lines.append(
+                f"{str(window['window']['start'])[:7]}   {window.get('model_version')!s:>7}  "
+                f"{window['window']['rows']:>4}  "
+                f"{rmse if rmse is None else f'{float(rmse):6.1f}'}  {window['status']}"
+            )
+    print("\n".join(lines))
+    if retrained:
+        print(
+            f"Retraining ({retrained.get('trigger')}): version {retrained.get('model_version')} "
+            f"on {retrained.get('rows', {}).get('total')} rows, gate {retrained.get('verdict')}, "
+            f"{'promoted' if retrained.get('promoted') else 'not promoted'} "
+            f"(champion was version {champion})"
+        )
+
+
 @contextlib.contextmanager
-def _serving(c: Context, url: str = "http://127.0.0.1:8000") -> T.Iterator[None]:
+def _serving(c: Context, url: str = "http://127.0.0.1:8000") -> T.Iterator[str]:
     """The serving job in the background for the length of a block, then SIGTERM (drains)."""
     server = subprocess.Popen([sys.executable, "-m", "bikes", "confs/serving.yaml"])
     try:
@@ -105,7 +209,7 @@ def _serving(c: Context, url: str = "http://127.0.0.1:8000") -> T.Iterator[None]
                 if time.monotonic() > deadline:
                     raise SystemExit("the prediction service did not start") from None
                 time.sleep(0.5)
-        yield
+        yield url
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
@@ -115,6 +219,13 @@ def _serving(c: Context, url: str = "http://127.0.0.1:8000") -> T.Iterator[None]
 def monitor(c: Context, extra: list[str] | None = None) -> None:
     """Monitor the captured predictions (`-e job.current.step=MS ...` for a backfill)."""
     _job(c, "confs/monitoring.yaml", tuple(extra or ()))
+
+
+@task(iterable=["extra"])
+def retrain(c: Context, extra: list[str] | None = None) -> None:
+    """The closed loop by hand: retrain on the store's labels, gate against @champion, promote
+    on pass (exit 3 when the gate blocks; `-e job.window.last=90D ...`)."""
+    _job(c, "confs/retraining.yaml", tuple(extra or ()))
 
 
 @task(iterable=["extra"])

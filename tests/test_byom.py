@@ -24,7 +24,7 @@ from sklearn import metrics
 from bikes.jobs.evaluations import EvaluationsJob
 from bikes.jobs.monitoring import MonitoringJob
 from bikes.jobs.promotion import PromotionJob
-from tests.conftest import clean_environment, new_workspace, run_bikes, wait_until_up
+from tests.conftest import clean_environment, new_workspace, run_bikes, started, wait_until_up
 from tests.serving.test_app import free_port
 
 TIMEOUT = httpx.Timeout(60.0)  # our server, on a possibly loaded machine
@@ -175,6 +175,10 @@ def test_a_regression_model_bikes_did_not_train(
     parquet file of the user's."""
     paths, name = foreign_regressor["paths"], foreign_regressor["name"]
     contract = {"target": "sales", "timestamp": "day", "segments": ["shop"]}
+    with started(services["mlflow_service"]) as service:
+        # Registered @champion elsewhere, never gated: gated against itself it would be skipped
+        # (nothing to compare), so bikes' first gate is a first deploy.
+        service.client().delete_registered_model_alias(name, "champion")
     gate = EvaluationsJob.model_validate(
         {
             "registered_model": name,

@@ -29,6 +29,7 @@ def test_schema_lists_every_job_kind(capsys: pytest.CaptureFixture[str]) -> None
         "ServingJob",
         "TrafficJob",
         "MonitoringJob",
+        "RetrainingJob",
     }
 
 

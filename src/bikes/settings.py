@@ -28,6 +28,7 @@ JOB_MODULES: dict[str, str] = {
     "ServingJob": "bikes.jobs.serving",
     "TrafficJob": "bikes.jobs.traffic",
     "MonitoringJob": "bikes.jobs.monitoring",
+    "RetrainingJob": "bikes.jobs.retraining",
 }
 
 

@@ -205,3 +205,28 @@ def test_the_gibraltar_contract_says_only_what_the_data_cannot() -> None:
     assert contract.score_columns == ["p_fair", "p_cloudy", "p_wet"]
     with pytest.raises(ContractError, match="features unknown"):
         _ = contract.feature_names
+
+
+def test_expected_drift_names_features_and_the_bike_contract_expects_the_calendar(
+    bikes: Contract,
+) -> None:
+    assert bikes.expected_drift == ["yr", "mnth", "season"]
+    assert Contract().expected_drift == []  # a contract without the key expects none
+    with pytest.raises(pydantic.ValidationError, match="expected_drift: b not among the features"):
+        Contract(features=[Feature(name="a")], expected_drift=["a", "b"])
+    with pytest.raises(pydantic.ValidationError, match="expected_drift: listed twice: a"):
+        Contract(features=[Feature(name="a")], expected_drift=["a", "a"])
+    with pytest.raises(pydantic.ValidationError, match="expected_drift: y not a feature"):
+        Contract(target="y", expected_drift=["y"])  # a role column, even without features
+
+
+def test_expected_drift_is_checked_once_features_come_from_a_signature_or_a_table() -> None:
+    contract = Contract(target="y", expected_drift=["month"])
+    completed = contract.with_columns(pd.DataFrame({"month": [1], "x": [0.5], "y": [1.0]}))
+    assert completed.expected_drift == ["month"]
+    with pytest.raises(ContractError, match=r"expected_drift: month not a feature of the table"):
+        contract.with_columns(pd.DataFrame({"x": [0.5], "y": [1.0]}))
+    with pytest.raises(ContractError, match=r"expected_drift: month not a feature of models:/m/1"):
+        contract.with_signature([("x", "double")], "models:/m/1")
+    signed = contract.with_signature([("x", "double"), ("month", "long")], "models:/m/1")
+    assert signed.feature_names == ["x", "month"]

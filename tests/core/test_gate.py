@@ -261,3 +261,241 @@ def test_segments_that_regress_fail_the_decision() -> None:
         "2 segment(s) regress by more than 25% on root_mean_squared_error "
         "(region=north +60%, region=south +30%)"
     ]
+
+
+# -- non-inferiority: "no worse than the baseline by more than a margin" -----------------------
+MAE = SklearnMetric(name="mean_absolute_error")
+RMSE = SklearnMetric(name="root_mean_squared_error")
+R2 = SklearnMetric(name="r2_score")
+
+
+def _known_shift(shift: float, size: int = 1500) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Truth, a baseline whose errors are all positive, and a candidate whose every error is
+    ``shift`` larger: MAE(candidate) - MAE(baseline) is exactly ``shift`` on any rows."""
+    rng = np.random.default_rng(21)
+    truth = rng.poisson(150, size).astype(float)
+    baseline = truth + rng.uniform(5, 60, size)
+    return truth, baseline + shift, baseline
+
+
+def _judged(
+    thresholds: dict[str, Threshold],
+    truth: np.ndarray,
+    candidate: np.ndarray,
+    baseline: np.ndarray | None,
+    bootstrap: Bootstrap | None = None,
+) -> list[gate.Verdict]:
+    metrics_ = [MAE, RMSE, R2]
+    plan = _plan("regression", metrics=metrics_, thresholds=thresholds)
+
+    def figures(values: np.ndarray) -> dict[str, float]:
+        return {m.metric_key: m.score(truth, values) for m in metrics_}
+
+    return gate.judge(
+        plan,
+        figures(candidate),
+        None if baseline is None else figures(baseline),
+        truth,
+        gate.Outputs(predictions=candidate),
+        None if baseline is None else gate.Outputs(predictions=baseline),
+        bootstrap or Bootstrap(resamples=100),
+    )
+
+
+def test_a_known_degradation_passes_within_its_margin_and_fails_beyond() -> None:
+    """Each candidate error is 2.5 larger: the interval is exactly [2.5, 2.5], so a margin of
+    2.5 (plus rounding) passes and one a hair below fails, with the margin in the table."""
+    truth, candidate, baseline = _known_shift(2.5)
+    (within,) = _judged(
+        {"mean_absolute_error": Threshold(max_degradation=2.5 + 1e-6)}, truth, candidate, baseline
+    )
+    assert within.check == gate.NON_INFERIORITY_CHECK
+    assert within.passed
+    assert within.reason == "ok"
+    assert within.interval is not None
+    assert (within.interval.low, within.interval.high) == pytest.approx((2.5, 2.5))
+    assert within.change == pytest.approx(2.5)
+    assert within.margin == pytest.approx(2.5)
+    assert within.threshold == "at most 2.5 worse than baseline"
+    (beyond,) = _judged(
+        {"mean_absolute_error": Threshold(max_degradation=2.5 - 1e-6)}, truth, candidate, baseline
+    )
+    assert not beyond.passed
+    assert beyond.reason == (
+        "mean_absolute_error: up to 2.5 worse than the baseline (95% interval of the change "
+        "+2.5 .. +2.5), beyond the margin 2.5 (at most 2.5 worse than baseline)"
+    )
+    row = beyond.row()
+    assert (row["check"], row["margin"], row["verdict"]) == (
+        "non_inferiority",
+        beyond.margin,
+        "failed",
+    )
+
+
+def test_a_relative_margin_is_a_share_of_the_baselines_value() -> None:
+    """Every error 2% larger: RMSE is 2% higher on every resample. The interval's worse end is
+    2% of the baseline's RMSE at its own upper resample (a bit above its full-rows value), so a
+    5% margin passes and a 1.5% margin fails; 2% exactly sits within noise of the edge."""
+    rng = np.random.default_rng(22)
+    truth = rng.poisson(150, 1500).astype(float)
+    errors = rng.normal(0, 40, truth.size)
+    baseline, candidate = truth + errors, truth + 1.02 * errors
+    base_rmse = RMSE.score(truth, baseline)
+    (passes,) = _judged(
+        {"root_mean_squared_error": Threshold(max_relative_degradation=0.05)},
+        truth,
+        candidate,
+        baseline,
+    )
+    assert passes.passed
+    assert passes.margin == pytest.approx(0.05 * base_rmse)
+    assert passes.change == pytest.approx(0.02 * base_rmse)
+    assert passes.threshold == "at most 5.0% worse than baseline"
+    # An error is judged on the upper end: a margin midway between the ends fails.
+    assert passes.interval is not None
+    midway = (passes.interval.low + passes.interval.high) / 2
+    (edge,) = _judged(
+        {"root_mean_squared_error": Threshold(max_degradation=midway)}, truth, candidate, baseline
+    )
+    assert not edge.passed
+    (fails,) = _judged(
+        {"root_mean_squared_error": Threshold(max_relative_degradation=0.015)},
+        truth,
+        candidate,
+        baseline,
+    )
+    assert not fails.passed
+    assert "beyond the margin" in fails.reason
+    # Both margins given: the tighter holds.
+    both = Threshold(max_degradation=1.0, max_relative_degradation=0.05)
+    assert both.margin(base_rmse) == pytest.approx(min(1.0, 0.05 * base_rmse))
+
+
+def test_a_score_is_judged_on_the_lower_end_of_its_interval() -> None:
+    """R2 is better higher: the worse end is the interval's low. Errors grown by sqrt(2)
+    double every resample's squared error: R2 drops by (1 - R2 of the baseline) there."""
+    rng = np.random.default_rng(23)
+    truth = rng.poisson(150, 1500).astype(float)
+    errors = rng.normal(0, 4, truth.size)
+    baseline, candidate = truth + errors, truth + np.sqrt(2) * errors
+    drop = 1 - R2.score(truth, baseline)
+    (verdict,) = _judged(
+        {"r2_score": Threshold(max_degradation=3 * drop)}, truth, candidate, baseline
+    )
+    assert verdict.passed
+    assert verdict.interval is not None
+    assert verdict.change == pytest.approx(-drop)
+    assert verdict.interval.low < -drop < verdict.interval.high
+    (blocked,) = _judged(
+        {"r2_score": Threshold(max_degradation=0.5 * drop)}, truth, candidate, baseline
+    )
+    assert not blocked.passed
+    # A margin midway between the interval's ends: within it at the upper end, not the lower.
+    midway = -(verdict.interval.low + verdict.interval.high) / 2
+    (edge,) = _judged({"r2_score": Threshold(max_degradation=midway)}, truth, candidate, baseline)
+    assert not edge.passed
+    # A better candidate passes even a zero margin: "no worse at all".
+    (better,) = _judged({"r2_score": Threshold(max_degradation=0)}, truth, baseline, candidate)
+    assert better.passed
+
+
+def test_an_identical_candidate_passes_a_zero_margin() -> None:
+    truth, _, baseline = _known_shift(0.0)
+    verdicts = _judged(
+        {"root_mean_squared_error": Threshold(threshold=100, max_degradation=0)},
+        truth,
+        baseline.copy(),
+        baseline,
+    )
+    assert [(v.check, v.passed) for v in verdicts] == [
+        ("threshold", True),
+        ("non_inferiority", True),
+    ]
+    assert verdicts[1].interval is not None
+    assert (verdicts[1].interval.low, verdicts[1].interval.high) == (0.0, 0.0)
+
+
+def test_the_interval_is_stricter_than_the_point_estimate() -> None:
+    """The candidate's errors are the baseline's, shuffled over the rows: the same RMSE on all
+    rows (a point change of exactly 0), a noisy difference on any resample. A 1% margin passes
+    on the point (bootstrap off, said so) and fails on the interval; a margin wider than the
+    noise passes both."""
+    rng = np.random.default_rng(24)
+    truth = rng.poisson(150, 1500).astype(float)
+    errors = rng.normal(0, 40, truth.size)
+    baseline, candidate = truth + errors, truth + rng.permutation(errors)
+    assert RMSE.score(truth, candidate) == pytest.approx(RMSE.score(truth, baseline))
+    tight = {"root_mean_squared_error": Threshold(max_relative_degradation=0.01)}
+    (point,) = _judged(tight, truth, candidate, baseline, Bootstrap(enabled=False))
+    assert point.passed
+    assert point.interval is None
+    (noisy,) = _judged(tight, truth, candidate, baseline)
+    assert not noisy.passed
+    assert "(95% interval of the change" in noisy.reason
+    wide = {"root_mean_squared_error": Threshold(max_relative_degradation=0.1)}
+    assert _judged(wide, truth, candidate, baseline)[0].passed
+    # The point estimate fails too when it is beyond the margin, and says it had no interval.
+    (worse,) = _judged(tight, truth, candidate + 8, baseline, Bootstrap(enabled=False))
+    assert not worse.passed
+    assert "(point estimate, no bootstrap interval)" in worse.reason
+
+
+def test_non_inferiority_on_a_first_deploy_and_on_undefined_figures() -> None:
+    truth, candidate, _ = _known_shift(1.0)
+    both = {"root_mean_squared_error": Threshold(threshold=100, max_relative_degradation=0.05)}
+    verdicts = _judged(both, truth, candidate, None)
+    assert [(v.check, v.passed, v.threshold) for v in verdicts] == [
+        ("threshold", True, "<= 100"),
+        ("non_inferiority", True, "at most 5.0% worse than baseline (skipped: no baseline)"),
+    ]
+    criterion = gate.Criterion("score", Threshold(max_degradation=0.1), True, None)
+    undefined = gate.non_inferiority(criterion, math.nan, 0.7, None)
+    assert not undefined.passed
+    assert undefined.reason == "score: undefined on these rows (NaN)"
+
+
+def test_a_gain_asked_on_a_first_deploy_leaves_mlflow_nothing_and_passes() -> None:
+    """MLflow refuses a MetricThreshold with nothing in it: the gate does not ask it."""
+    truth, candidate, _ = _known_shift(1.0)
+    (verdict,) = _judged(
+        {"root_mean_squared_error": Threshold(min_relative_change=0.01)}, truth, candidate, None
+    )
+    assert verdict.passed
+    assert verdict.threshold == "(comparison skipped: no baseline)"
+
+
+def test_both_kinds_of_check_share_the_table_one_row_each() -> None:
+    truth, candidate, baseline = _known_shift(4.0)
+    verdicts = _judged(
+        {
+            "mean_absolute_error": Threshold(threshold=50, max_degradation=1.0),
+            "root_mean_squared_error": Threshold(threshold=100),
+        },
+        truth,
+        candidate,
+        baseline,
+    )
+    decision = gate.decide(verdicts, pd.DataFrame(), _plan("regression"))
+    table = decision.table()
+    assert list(table.columns) == [
+        "metric",
+        "check",
+        "candidate",
+        "baseline",
+        "threshold",
+        "change",
+        "interval_low",
+        "interval_high",
+        "margin",
+        "verdict",
+        "reason",
+    ]
+    assert list(zip(table["metric"], table["check"], table["verdict"], strict=True)) == [
+        ("mean_absolute_error", "threshold", "passed"),
+        ("mean_absolute_error", "non_inferiority", "failed"),
+        ("root_mean_squared_error", "threshold", "passed"),
+    ]
+    assert table["margin"].iloc[1] == pytest.approx(1.0)
+    assert decision.failures == [verdicts[1].reason]
+    assert decision.status == "failed"

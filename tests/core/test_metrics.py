@@ -213,3 +213,58 @@ def test_threshold_may_say_its_direction() -> None:
     assert Threshold(threshold=0.5).greater_is_better is None
     assert MLFLOW_CLASSIFIER_METRICS["f1_score"] is True
     assert MLFLOW_CLASSIFIER_METRICS["log_loss"] is False
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"max_degradation": -1.0},
+            "max_degradation is -1: a margin is how much worse than the baseline the candidate "
+            "may be, a finite number, 0 or more",
+        ),
+        ({"max_relative_degradation": -0.02}, "max_relative_degradation is -0.02: a margin"),
+        ({"max_relative_degradation": 2}, "a share of the baseline's value, at most 1"),
+        (
+            {"min_relative_change": 0.01, "max_relative_degradation": 0.05},
+            "min_relative_change (must be better than the baseline) contradict(s) "
+            "max_relative_degradation (may be worse than it): set one kind",
+        ),
+        (
+            {"min_absolute_change": 1, "max_degradation": 2, "threshold": 100},
+            "min_absolute_change (must be better than the baseline) contradict(s) max_degradation",
+        ),
+        ({"greater_is_better": True}, "set threshold, min_absolute_change"),
+    ],
+)
+def test_threshold_errors_name_the_key(config: dict[str, object], message: str) -> None:
+    import pydantic
+
+    from bikes.core.metrics import Threshold
+
+    with pytest.raises(pydantic.ValidationError) as caught:
+        Threshold.model_validate(config)
+    assert message in str(caught.value)
+
+
+def test_non_inferiority_threshold_margins_and_words() -> None:
+    from bikes.core.metrics import Threshold
+
+    relative = Threshold(threshold=100, max_relative_degradation=0.05)
+    assert relative.allows_degradation
+    assert not relative.asks_improvement
+    assert relative.margin(52.0) == pytest.approx(2.6)
+    assert relative.margin(-10.0) == pytest.approx(0.5)  # a share of the value's size
+    assert relative.describe(greater_is_better=False) == "<= 100"  # MLflow's part only
+    assert relative.describe_margin() == "at most 5.0% worse than baseline"
+    assert relative.to_mlflow(greater_is_better=False).min_relative_change is None
+    both = Threshold(max_degradation=1.5, max_relative_degradation=0.02)
+    assert both.margin(100.0) == pytest.approx(1.5)
+    assert both.margin(50.0) == pytest.approx(1.0)
+    assert both.describe_margin() == "at most 1.5 and 2.0% worse than baseline"
+    assert not both.checked_by_mlflow()
+    assert Threshold(max_degradation=0).margin(3.0) == 0.0  # "no worse at all"
+    assert Threshold(threshold=1).margin(3.0) is None
+    must_improve = Threshold(min_relative_change=0.01)
+    assert must_improve.checked_by_mlflow(with_baseline=True)
+    assert not must_improve.checked_by_mlflow(with_baseline=False)

@@ -13,13 +13,16 @@ from sklearn import metrics
 from bikes.core.comparison import Slicing
 from bikes.core.contract import Contract, Feature
 from bikes.core.errors import ConfigError
+from bikes.core.metrics import regression_metrics
 from bikes.core.monitoring import (
     STATUSES,
     Monitor,
     PerformanceSettings,
+    ReferenceOrigin,
     long_rows,
     status_of,
 )
+from bikes.core.reference import HeldOutPerformance
 from bikes.io.contracts import load_contract
 from tests.conftest import BIKES_CONTRACT
 
@@ -337,3 +340,186 @@ def test_nullable_text_and_boolean_columns_are_categories_with_missing_values() 
     assert drift["shop"]["method"] == drift["open"]["method"] == "z"  # two values, small
     assert drift["shop"]["drift"]  # north: two thirds of the reference, a third now
     assert not drift["open"]["drift"]  # the same shares
+
+
+def _numeric_table(rows: int, seed: int, names: list[str]) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({name: rng.normal(0, 1, rows) for name in names})
+
+
+def test_expected_drift_is_scored_and_shown_but_leaves_the_share_and_status_alone() -> None:
+    """KS on 800 reference rows; the current window is a sample of the reference rows, so an
+    unshifted column cannot drift, and a shift of three standard deviations always does."""
+    names = ["a", "b", "c", "d", "e", "month"]
+    reference = _numeric_table(800, 11, names)
+    contract = Contract(features=[Feature(name=n) for n in names], expected_drift=["month", "e"])
+    monitor = Monitor(reference, contract, names)
+    current = reference.sample(400, random_state=2).reset_index(drop=True)
+
+    def moved(*columns: str) -> pd.DataFrame:
+        return current.assign(**{c: current[c] + 3.0 for c in columns})
+
+    calm = _window(monitor, current)
+    assert calm["data_drift"]["drifted_columns"] == 0  # type: ignore[index]
+    assert calm["status"] == "no_detection"
+    # The same shift: in an expected column the status is untouched ...
+    expected = _window(monitor, moved("month"))
+    drift = expected["data_drift"]
+    assert drift["columns"]["month"]["drift"]  # type: ignore[index]
+    assert drift["columns"]["month"]["expected"]  # type: ignore[index]
+    assert drift["columns"]["month"]["score"] < 0.05  # type: ignore[index]  # still scored
+    assert drift["expected_drifted_columns"] == ["month"]  # type: ignore[index]
+    assert drift["expected_columns"] == ["e", "month"]  # type: ignore[index]
+    assert drift["drifted_columns"] == 0  # type: ignore[index]
+    assert drift["drift_share"] == 0.0  # type: ignore[index]
+    assert expected["status"] == "no_detection"
+    rows = {(r["check"], r["column"]): r for r in long_rows(expected)}
+    assert rows[("drift_score", "month")]["status"] == "expected"
+    # ... in any other column it counts: one of the four counted columns drifts.
+    other = _window(monitor, moved("a"))
+    assert not other["data_drift"]["columns"]["a"]["expected"]  # type: ignore[index]
+    assert other["data_drift"]["drifted_columns"] == 1  # type: ignore[index]
+    assert other["data_drift"]["drift_share"] == 1 / 4  # type: ignore[index]
+    assert other["status"] == "potential"
+    assert {(r["check"], r["column"]): r for r in long_rows(other)}[("drift_score", "a")][
+        "status"
+    ] == "drift"
+
+
+def test_the_drift_share_counts_scored_columns_whose_drift_is_not_expected() -> None:
+    """Hand-worked: six features, two expected (e, month). Shift a, b, e and month:
+    counted columns a, b, c, d, of which a and b drift: 2/4 = 0.5, dataset drift at 0.5.
+    Without the expectation: 4 of 6. With c missing from the window (not scored): 2/3."""
+    names = ["a", "b", "c", "d", "e", "month"]
+    reference = _numeric_table(800, 12, names)
+    features = [Feature(name=n) for n in names]
+    current = reference.sample(400, random_state=3).reset_index(drop=True)
+    shifted = current.assign(**{c: current[c] + 3.0 for c in ("a", "b", "e", "month")})
+    expecting = Monitor(
+        reference, Contract(features=features, expected_drift=["e", "month"]), names
+    )
+    plain = Monitor(reference, Contract(features=features), names)
+    counted = _window(expecting, shifted)["data_drift"]
+    assert (counted["drifted_columns"], counted["counted_columns"]) == (2, 4)  # type: ignore[index]
+    assert counted["drift_share"] == 2 / 4  # type: ignore[index]
+    assert counted["dataset_drift"]  # type: ignore[index]  # 0.5 >= share 0.5
+    everything = _window(plain, shifted)["data_drift"]
+    assert (everything["drifted_columns"], everything["counted_columns"]) == (4, 6)  # type: ignore[index]
+    assert everything["drift_share"] == 4 / 6  # type: ignore[index]
+    without_c = _window(expecting, shifted.drop(columns="c"))["data_drift"]
+    assert (without_c["drifted_columns"], without_c["counted_columns"]) == (2, 3)  # type: ignore[index]
+    assert without_c["drift_share"] == 2 / 3  # type: ignore[index]
+    assert without_c["columns"]["c"]["missing_column"]  # type: ignore[index]
+    # Every watched column expected: nothing to count, a share of 0, never dataset drift.
+    only = Monitor(reference, Contract(features=features, expected_drift=["e", "month"]), ["e"])
+    alone = _window(only, shifted)["data_drift"]
+    assert (alone["drift_share"], alone["counted_columns"], alone["dataset_drift"]) == (
+        0.0,
+        0,
+        False,
+    )  # type: ignore[index]
+
+
+def _sales(rows: int, seed: int, noise: float) -> pd.DataFrame:
+    """Sales of two shops, and a model's predictions off by ``noise`` (standard deviation)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x": rng.normal(0, 1, rows), "shop": rng.choice(["n", "s"], rows)})
+    frame["prediction"] = 50 + 10 * frame["x"]
+    frame["sales"] = frame["prediction"] + rng.normal(0, noise, rows)
+    frame["when"] = pd.date_range("2024-01-01", periods=rows, freq="h")
+    return frame
+
+
+def test_the_reference_performance_comes_from_the_held_out_record_not_the_fit() -> None:
+    """The training rows are fitted closely (errors of sd 3); on rows it did not see the
+    model's errors have sd 6, as in production. Against the fit every window looks 100%
+    worse; against the held-out record it is not degraded, and a real degradation (sd 9)
+    still is."""
+    fit = _sales(3000, 21, noise=3.0)  # the reference table: training rows, in-sample
+    unseen = _sales(2000, 22, noise=6.0)  # the validation part, predicted without it
+    contract = Contract(target="sales", timestamp="when", segments=["shop"]).with_columns(fit)
+    slicing = Slicing(columns=None).resolved(contract.segments, "rmse")
+    record = HeldOutPerformance(
+        source="validation split of training (last 20%, 2,000 rows, 2024-01-01..2024-03-24)",
+        rows=len(unseen),
+        start=unseen["when"].min().to_pydatetime(),
+        end=unseen["when"].max().to_pydatetime(),
+        metrics=regression_metrics(unseen["sales"], unseen["prediction"]),
+    )
+    honest = Monitor(
+        fit,
+        contract,
+        contract.feature_names,
+        slicing=slicing,
+        origin=ReferenceOrigin(
+            "the training rows", in_sample=True, held_out=record, held_out_rows=unseen
+        ),
+    )
+    optimistic = Monitor(
+        fit,
+        contract,
+        contract.feature_names,
+        slicing=slicing,
+        origin=ReferenceOrigin("the training rows", in_sample=True),
+    )
+    same = _sales(1500, 23, noise=6.0)  # production at the model's real quality
+    current_rmse = metrics.root_mean_squared_error(same["sales"], same["prediction"])
+    held_out_rmse = metrics.root_mean_squared_error(unseen["sales"], unseen["prediction"])
+    fit_rmse = metrics.root_mean_squared_error(fit["sales"], fit["prediction"])
+
+    performance = _window(honest, same)["performance"]
+    assert performance["reference"] == pytest.approx(record.metrics)  # type: ignore[index]
+    assert performance["reference"]["rmse"] == pytest.approx(held_out_rmse)  # type: ignore[index]
+    assert performance["degradation"] == pytest.approx(current_rmse / held_out_rmse - 1)  # type: ignore[index]
+    assert abs(performance["degradation"]) < 0.1  # type: ignore[index]
+    assert not performance["degraded"]  # type: ignore[index]
+    source = performance["reference_source"]  # type: ignore[index]
+    assert source["kind"] == "held_out"
+    assert source["source"] == record.source
+    assert source["rows"] == 2000
+    assert source["start"] == "2024-01-01T00:00:00"
+    assert not source["optimistic"]
+    assert source["segments"] == "held_out"
+    assert performance["reference_in_sample"]["rmse"] == pytest.approx(fit_rmse)  # type: ignore[index]
+    segments = {s["value"]: s for s in _window(honest, same)["segments"]}  # type: ignore[attr-defined]
+    north = unseen[unseen["shop"] == "n"]
+    assert segments["n"]["reference"] == pytest.approx(
+        metrics.root_mean_squared_error(north["sales"], north["prediction"])
+    )
+
+    fallback = _window(optimistic, same)["performance"]
+    assert fallback["degradation"] == pytest.approx(current_rmse / fit_rmse - 1)  # type: ignore[index]
+    assert fallback["degradation"] > 0.8  # type: ignore[index]
+    assert fallback["degraded"]  # type: ignore[index]
+    assert fallback["reference_source"]["kind"] == "in_sample"  # type: ignore[index]
+    assert fallback["reference_source"]["optimistic"]  # type: ignore[index]
+    assert fallback["reference_source"]["note"].startswith("in-sample: optimistic")  # type: ignore[index]
+    assert fallback["reference_source"]["rows"] == 3000  # type: ignore[index]
+    assert fallback["reference_source"]["segments"] == "in_sample"  # type: ignore[index]
+
+    worse = _window(honest, _sales(1500, 24, noise=9.0))
+    assert worse["performance"]["degradation"] > 0.3  # type: ignore[index]
+    assert worse["performance"]["degraded"]  # type: ignore[index]
+    assert worse["status"] == "detected"
+
+
+def test_a_held_out_record_without_the_watched_metric_falls_back_and_says_why() -> None:
+    fit = _sales(500, 31, noise=3.0)
+    contract = Contract(target="sales").with_columns(fit)
+    record = HeldOutPerformance(
+        source="elsewhere", rows=10, start=None, end=None, metrics={"rmse": 6.0}
+    )
+    monitor = Monitor(
+        fit,
+        contract,
+        ["x"],
+        performance=PerformanceSettings(metric="mae"),
+        origin=ReferenceOrigin(in_sample=False, held_out=record),
+    )
+    performance = _window(monitor, _sales(300, 32, noise=6.0))["performance"]
+    source = performance["reference_source"]  # type: ignore[index]
+    assert source["kind"] == "reference_table"
+    assert "held_out_performance record has no mae" in source["note"]
+    assert performance["reference"]["mae"] == pytest.approx(  # type: ignore[index]
+        metrics.mean_absolute_error(fit["sales"], fit["prediction"])
+    )

@@ -111,7 +111,7 @@ def test_containers_run_the_cli_with_configs_that_exist() -> None:
         for config in args.configs:
             assert (REPO / config).is_file(), config
         settings = scripts._settings([str(REPO / c) for c in args.configs], args.extras)
-        assert settings.job.KIND in {"ServingJob", "MonitoringJob"}
+        assert settings.job.KIND in {"ServingJob", "MonitoringJob", "RetrainingJob"}
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert "COPY docker/crontab ./docker/crontab" in dockerfile
     assert compose["services"]["scheduler"]["entrypoint"][-1] == "/app/docker/crontab"

@@ -89,7 +89,7 @@ def test_a_dead_alert_channel_exits_6_and_the_next_run_delivers_once(
         f"  metrics_store_uri: {alerts_db}\n"
         f"  results_path: {tmp_path / 'm.json'}\n"
         f"  report_path: {tmp_path / 'm.html'}\n"
-        "  alerts: [{check: performance_degradation, threshold: 0.2, severity: critical}]\n"
+        "  alerts: [{check: dataset_drift_share, threshold: 0.5, severity: critical}]\n"
         f"  channels: [{{KIND: webhook, url: '{webhook.url}', timeout: 30, retries: {RETRIES}, backoff: 0.1}}]\n"
         "  fail_on: never\n"
     )
@@ -133,7 +133,7 @@ def test_a_dead_alert_channel_exits_6_and_the_next_run_delivers_once(
     )
     assert down.returncode == 6, line + "\n" + outputs
     assert "bikes: alerts undelivered" in down.stderr, line + "\n" + outputs
-    assert fired == {("performance_degradation", "rmse")}, line
+    assert fired == {("dataset_drift_share", "*")}, line
     assert attempts == 1 + RETRIES, line  # retried within the run, then kept for the next
     assert cooldowns_while_down == 0, line  # not recorded as delivered
     assert up.returncode == 0, line + "\n" + outputs

@@ -21,8 +21,8 @@ from bikes.io.store import Store
 from bikes.jobs.monitoring import MonitoringJob
 from tests.serving.test_app import free_port
 
-WINDOW = {"start": "2012-12-01", "end": "2012-12-08"}  # degraded: the rule below fires
-RULE = {"check": "performance_degradation", "threshold": 0.2, "severity": "critical"}
+WINDOW = {"start": "2012-12-01", "end": "2012-12-08"}  # 6 of 9 counted columns drift: fires
+RULE = {"check": "dataset_drift_share", "threshold": 0.5, "severity": "critical"}
 
 
 @contextlib.contextmanager
@@ -92,7 +92,7 @@ def test_a_500_then_200_is_delivered_by_a_retry_within_the_run(
             result = job.run()
     assert answered == [500, 200]
     assert received[0] == received[1]  # the same message, sent again
-    assert [a["check"] for a in received[1]["alerts"]] == ["performance_degradation"]
+    assert [a["check"] for a in received[1]["alerts"]] == ["dataset_drift_share"]
     assert result["results"]["alerts_undelivered"] == []
     assert result["results"]["alerts"][0]["delivered"] is True
     assert len(_table(tmp_path, "monitoring_alerts")) == 1  # the cooldown, once delivered
@@ -115,7 +115,7 @@ def test_an_alert_the_channel_refuses_is_kept_reported_and_sent_on_the_next_run(
         assert answered == [500, 500, 500]
         document = json.loads((tmp_path / "monitoring.json").read_text())
         (undelivered,) = document["alerts_undelivered"]
-        assert undelivered["rule"] == "performance_degradation:*>=0.2"
+        assert undelivered["rule"] == "dataset_drift_share:*>=0.5"
         assert undelivered["channel"] == "slack http://127.0.0.1:{}/hooks/***".format(
             url.split(":")[2].split("/")[0]
         )
@@ -130,7 +130,7 @@ def test_an_alert_the_channel_refuses_is_kept_reported_and_sent_on_the_next_run(
         kept = _table(tmp_path, "monitoring_alerts_undelivered")
         assert kept[["rule", "attempts", "last_error"]].to_dict("records") == [
             {
-                "rule": "performance_degradation:*>=0.2:rmse",
+                "rule": "dataset_drift_share:*>=0.5:*",
                 "attempts": 1,
                 "last_error": "HTTP 500 Internal Server Error",
             }
@@ -167,7 +167,7 @@ def test_a_closed_port_exits_6_and_a_finding_exiting_4_wins(
         f"  metrics_store_uri: 'sqlite:///{tmp_path / 'metrics.db'}'\n"
         f"  results_path: {tmp_path / 'm.json'}\n"
         f"  report_path: {tmp_path / 'm.html'}\n"
-        "  alerts: [{check: performance_degradation, threshold: 0.2, severity: critical}]\n"
+        "  alerts: [{check: dataset_drift_share, threshold: 0.5, severity: critical}]\n"
         f"  channels: [{{KIND: webhook, url: 'http://127.0.0.1:{port}/hooks/s3cr3t', "
         "retries: 1, backoff: 0.05}]\n"
     )

@@ -14,7 +14,9 @@ from sklearn.dummy import DummyRegressor
 
 from bikes import scripts
 from bikes.core.errors import ContractError, InputError, SchemaError
+from bikes.core.gate import GATE_PASSED_METRIC, GATE_VERDICT_TAG
 from bikes.core.metrics import Threshold
+from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 from bikes.io.contracts import load_contract
 from bikes.jobs.evaluations import VALIDATION_RUN_TAG, VALIDATION_STATUS_TAG, EvaluationsJob
 from bikes.jobs.promotion import PromotionJob
@@ -107,6 +109,35 @@ def first_deploy(splits_dir: Path, services: dict[str, T.Any]) -> dict[str, T.An
     return {**result, "trained": trained}
 
 
+@pytest.fixture(scope="module")
+def retrained(first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any]) -> str:
+    """A second training of version 1's config: another version, the same quality (the same
+    seeded model: the same predictions). Not the champion, so the gate compares."""
+    training = TrainingJob.model_validate(
+        {
+            "inputs": {"path": str(splits_dir / "train.parquet")},
+            "contract": str(BIKES_CONTRACT),
+            "model": FAST_MODEL,
+            "validation_share": 0.0,
+            "registered_model": NAME,
+            **services,
+        }
+    )
+    with training as job:
+        return str(job.run()["model_version"])
+
+
+@pytest.fixture(scope="module")
+def dummy(
+    first_deploy: dict[str, T.Any], services: dict[str, T.Any], train_frame: pd.DataFrame
+) -> str:
+    """A version of NAME that predicts the training mean for every row."""
+    features = train_frame.loc[:, FEATURES]
+    return _register(
+        DummyRegressor(strategy="mean").fit(features, train_frame[TARGET]), features, services
+    )
+
+
 def test_first_deploy_passes_on_absolute_thresholds_and_promotes(
     first_deploy: dict[str, T.Any], services: dict[str, T.Any]
 ) -> None:
@@ -146,21 +177,20 @@ def test_metric_values_equal_sklearn_on_the_same_predictions(
 
 def test_mean_predicting_dummy_is_blocked_with_the_gate_exit_code(
     first_deploy: dict[str, T.Any],
+    dummy: str,
     services: dict[str, T.Any],
-    train_frame: pd.DataFrame,
     splits_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    features = train_frame.loc[:, FEATURES]
-    dummy = DummyRegressor(strategy="mean").fit(features, train_frame[TARGET])
-    version = _register(dummy, features, services)
+    version = dummy
     config = tmp_path / "gate.yaml"
     config.write_text(
         "job:\n  KIND: EvaluationsJob\n"
         f"  inputs: {{path: {splits_dir / 'test.parquet'}}}\n"
         f"  contract: {BIKES_CONTRACT}\n"
         f"  registered_model: {NAME}\n"
+        f"  candidate_uri: models:/{NAME}/{version}\n"
         "  promote_on_pass: true\n"
         "  thresholds:\n    root_mean_squared_error: {threshold: 100, min_relative_change: 0.01}\n"
     )
@@ -182,17 +212,26 @@ def test_mean_predicting_dummy_is_blocked_with_the_gate_exit_code(
         assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
         tags = client.get_model_version(NAME, version).tags
         assert tags[VALIDATION_STATUS_TAG] == "failed"
-        assert client.get_run(tags[VALIDATION_RUN_TAG]).data.tags["verdict"] == "failed"
+        # The runs list tells the truth at a glance: a FAILED run, its verdict as a tag and a
+        # metric (read back from the tracking store).
+        run = client.get_run(tags[VALIDATION_RUN_TAG])
+        assert run.info.status == "FAILED"
+        assert run.data.tags["verdict"] == "failed"
+        assert run.data.tags[GATE_VERDICT_TAG] == "failed"
+        assert run.data.metrics[GATE_PASSED_METRIC] == 0.0
+        # The blocked version's held-out figures are recorded all the same.
+        assert HeldOutPerformance.from_tag(tags[HELD_OUT_TAG]).metrics["r2"] < 0.01
     # The gate's word holds at promotion too, unless forced.
     promotion = PromotionJob(registered_model=NAME, version=int(version), **services)
     with promotion, pytest.raises(InputError, match="validation_status is failed"):
         promotion.run()
 
 
-def test_candidate_equal_to_the_champion_fails_min_relative_change(
-    first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any]
+def test_must_improve_stays_available_and_blocks_an_equal_retrain(
+    first_deploy: dict[str, T.Any], retrained: str, splits_dir: Path, services: dict[str, T.Any]
 ) -> None:
-    job = _job(splits_dir, services, candidate_uri=f"models:/{NAME}/1")
+    """``min_relative_change`` asks for a gain: a model of equal quality has none."""
+    job = _job(splits_dir, services, candidate_uri=f"models:/{NAME}/{retrained}")
     with (
         job,
         pytest.raises(
@@ -263,6 +302,7 @@ def test_bad_model_uris_promote_nothing(
 
 def test_evaluation_data_violating_the_schema(
     first_deploy: dict[str, T.Any],
+    dummy: str,
     splits_dir: Path,
     services: dict[str, T.Any],
     test_frame: pd.DataFrame,
@@ -271,7 +311,12 @@ def test_evaluation_data_violating_the_schema(
     bad = test_frame.head(100).copy()
     bad.loc[5, "weathersit"] = 9
     bad.to_parquet(tmp_path / "bad.parquet")
-    job = _job(splits_dir, services, inputs={"path": str(tmp_path / "bad.parquet")})
+    job = _job(
+        splits_dir,
+        services,
+        candidate_uri=f"models:/{NAME}/{dummy}",
+        inputs={"path": str(tmp_path / "bad.parquet")},
+    )
     with (
         job,
         pytest.raises(
@@ -309,6 +354,23 @@ def test_candidate_whose_signature_does_not_match(
         ),
         ({"thresholds": {"rmse": {"threshold": 1.0}}}, "thresholds.rmse: not a computed metric"),
         ({"slicing": {"metric": "nope"}}, "slicing.metric: 'nope' is not a computed metric"),
+        (
+            {"thresholds": {"r2_score": {"threshold": 0.8, "max_relative_degradation": -0.05}}},
+            "job.thresholds.r2_score.max_relative_degradation: Value error, "
+            "max_relative_degradation is -0.05: a margin is how much worse than the baseline",
+        ),
+        (
+            {
+                "thresholds": {
+                    "root_mean_squared_error": {
+                        "min_relative_change": 0.01,
+                        "max_relative_degradation": 0.05,
+                    }
+                }
+            },
+            "job.thresholds.root_mean_squared_error: Value error, min_relative_change (must be "
+            "better than the baseline) contradict(s) max_relative_degradation (may be worse",
+        ),
     ],
 )
 def test_config_errors_exit_2(
@@ -323,23 +385,26 @@ def test_config_errors_exit_2(
 
 
 def test_slicing_column_missing_from_data(
-    first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any]
+    first_deploy: dict[str, T.Any], dummy: str, splits_dir: Path, services: dict[str, T.Any]
 ) -> None:
     job = _job(
-        splits_dir, services, candidate_uri=f"models:/{NAME}/1", slicing={"columns": ["district"]}
+        splits_dir,
+        services,
+        candidate_uri=f"models:/{NAME}/{dummy}",
+        slicing={"columns": ["district"]},
     )
     with job, pytest.raises(InputError, match=r"slicing column\(s\) district not in the data"):
         job.run()
 
 
 def test_explainability_hands_mlflow_the_model_and_gets_the_same_metrics(
-    first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any]
+    first_deploy: dict[str, T.Any], retrained: str, splits_dir: Path, services: dict[str, T.Any]
 ) -> None:
     job = _job(
         splits_dir,
         services,
         candidate_uri=f"models:/{NAME}/1",
-        baseline_uri=f"models:/{NAME}/1",
+        baseline_uri=f"models:/{NAME}/{retrained}",  # the same model: the same predictions
         thresholds={"r2_score": {"threshold": 0.8}},
         explainability=True,
         bootstrap={"enabled": False},
@@ -360,15 +425,21 @@ def test_the_course_snippet_runs_as_written(
 ) -> None:
     """The course's notebook: inputs and targets in two files, the bike model as champion,
     every other setting left to its default (the contract is the candidate's own)."""
-    with started(services["mlflow_service"]):
-        # The challenger: a copy of the champion, so the gate tags the copy and other tests
-        # find the session's champion as they left it.
-        client = _client(services)
-        source = client.get_model_version("bikes", champion["model_version"])
-        copy = client.copy_model_version(f"models:/bikes/{source.version}", "bikes")
-        for key, value in source.tags.items():
-            client.set_model_version_tag("bikes", copy.version, key, value)
-        client.set_registered_model_alias("bikes", "challenger", copy.version)
+    # The challenger: the champion's config trained again (a copy of the champion would be the
+    # champion itself, which the gate skips), so the gate tags the new version and other tests
+    # find the session's champion as they left it.
+    training = TrainingJob.model_validate(
+        {
+            "inputs": {"path": str(splits_dir / "train.parquet")},
+            "contract": str(BIKES_CONTRACT),
+            "model": FAST_MODEL,
+            "validation_share": 0.0,
+            "alias": "challenger",
+            **services,
+        }
+    )
+    with training as job:
+        challenger = str(job.run()["model_version"])
     test = pd.read_parquet(splits_dir / "test.parquet")
     test.drop(columns=TARGET).to_parquet(tmp_path / "inputs_test.parquet")
     test[[TARGET]].to_parquet(tmp_path / "targets_test.parquet")
@@ -394,7 +465,7 @@ def test_the_course_snippet_runs_as_written(
     assert r2["verdict"] == "passed"
     assert r2["threshold"] == ">= 0.5"
     assert result["baseline_version"] == champion["model_version"]
-    assert result["candidate_version"] == str(copy.version)
+    assert result["candidate_version"] == challenger
     with started(services["mlflow_service"]):
         model = mlflow.pyfunc.load_model(f"models:/bikes/{result['candidate_version']}")
     from sklearn.metrics import r2_score
@@ -404,13 +475,18 @@ def test_the_course_snippet_runs_as_written(
 
 
 def test_one_table_with_the_target_and_a_targets_table_agree(
-    first_deploy: dict[str, T.Any], splits_dir: Path, services: dict[str, T.Any], tmp_path: Path
+    first_deploy: dict[str, T.Any],
+    dummy: str,
+    splits_dir: Path,
+    services: dict[str, T.Any],
+    tmp_path: Path,
 ) -> None:
     test = pd.read_parquet(splits_dir / "test.parquet")
     test.drop(columns=TARGET).to_parquet(tmp_path / "inputs.parquet")
     test[[TARGET]].assign(row=range(len(test))).to_parquet(tmp_path / "targets.parquet")
     common = {
         "candidate_uri": f"models:/{NAME}/1",
+        "baseline_uri": f"models:/{NAME}/{dummy}",
         "thresholds": {"r2_score": {"threshold": 0.8}},
         "bootstrap": {"enabled": False},
     }

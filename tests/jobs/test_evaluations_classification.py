@@ -21,6 +21,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from bikes import scripts
 from bikes.core.errors import ConfigError, ContractError, InputError, SchemaError
+from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 from bikes.jobs.evaluations import VALIDATION_RUN_TAG, VALIDATION_STATUS_TAG, EvaluationsJob
 from tests.conftest import started
 
@@ -187,6 +188,34 @@ def test_metrics_equal_sklearn_on_the_models_own_predict_proba(binary: Case) -> 
     )
 
 
+def test_the_gate_records_the_classifiers_held_out_performance(
+    binary: Case, text_binary: Case, services: dict[str, T.Any]
+) -> None:
+    """The monitoring job's names, equal to sklearn on the version's own answers: F1,
+    precision and recall of the positive class (the contract's, "churn", which sorts first),
+    ROC AUC and log loss from its probabilities."""
+    for case, positive in ((binary, 1), (text_binary, "churn")):
+        with started(services["mlflow_service"]):
+            tag = services["mlflow_service"].client().get_model_version(case.name, "1").tags
+        record = HeldOutPerformance.from_tag(tag[HELD_OUT_TAG])
+        truth, features = case.test["label"], case.test[FEATURES]
+        predicted = case.model.predict(features)
+        probabilities = case.model.predict_proba(features)
+        column = list(case.model.classes_).index(positive)
+        assert record.rows == TEST_ROWS
+        assert (record.start, record.end) == (None, None)  # no timestamp in this contract
+        assert record.metrics == pytest.approx(
+            {
+                "accuracy": metrics.accuracy_score(truth, predicted),
+                "precision": metrics.precision_score(truth, predicted, pos_label=positive),
+                "recall": metrics.recall_score(truth, predicted, pos_label=positive),
+                "f1": metrics.f1_score(truth, predicted, pos_label=positive),
+                "roc_auc": metrics.roc_auc_score(truth == positive, probabilities[:, column]),
+                "log_loss": metrics.log_loss(truth, probabilities, labels=case.model.classes_),
+            }
+        )
+
+
 def test_a_constant_classifier_is_blocked_even_when_its_thresholds_pass(
     binary: Case,
     constant: str,
@@ -336,7 +365,7 @@ def test_binary_text_labels_score_the_contracts_positive_class(text_binary: Case
 
 
 def test_inputs_and_targets_in_separate_tables_give_the_same_metrics(
-    binary: Case, services: dict[str, T.Any], tmp_path: Path
+    binary: Case, constant: str, services: dict[str, T.Any], tmp_path: Path
 ) -> None:
     """No target in the contract: the targets table's only column is the target."""
     binary.test.drop(columns="label").to_parquet(tmp_path / "inputs.parquet")
@@ -348,7 +377,7 @@ def test_inputs_and_targets_in_separate_tables_give_the_same_metrics(
         contract={"task": "classification"},
         targets={"path": str(tmp_path / "targets.parquet")},
         candidate_uri=f"models:/{binary.name}/1",
-        baseline_uri=f"models:/{binary.name}/1",
+        baseline_uri=f"models:/{binary.name}/{constant}",  # itself would be skipped
         thresholds={"accuracy_score": {"threshold": 0.5}},
         bootstrap={"enabled": False},
     )
@@ -361,7 +390,7 @@ def test_inputs_and_targets_in_separate_tables_give_the_same_metrics(
 
 
 def test_targets_with_another_row_count_name_both_files(
-    binary: Case, services: dict[str, T.Any], tmp_path: Path
+    binary: Case, constant: str, services: dict[str, T.Any], tmp_path: Path
 ) -> None:
     binary.test.drop(columns="label").to_parquet(tmp_path / "inputs.parquet")
     binary.test[["label"]].head(100).to_parquet(tmp_path / "targets.parquet")
@@ -369,6 +398,7 @@ def test_targets_with_another_row_count_name_both_files(
         binary.name,
         tmp_path / "inputs.parquet",
         services,
+        candidate_uri=f"models:/{binary.name}/{constant}",  # not the champion: compared
         targets={"path": str(tmp_path / "targets.parquet")},
     )
     with (
@@ -383,7 +413,7 @@ def test_targets_with_another_row_count_name_both_files(
 
 
 def test_a_contract_feature_missing_from_the_signature_is_named(
-    binary: Case, services: dict[str, T.Any]
+    binary: Case, constant: str, services: dict[str, T.Any]
 ) -> None:
     contract = {
         **CONTRACT,
@@ -393,7 +423,13 @@ def test_a_contract_feature_missing_from_the_signature_is_named(
             {"name": "humidity"},
         ],
     }
-    job = _gate(binary.name, binary.directory / "test.parquet", services, contract=contract)
+    job = _gate(
+        binary.name,
+        binary.directory / "test.parquet",
+        services,
+        contract=contract,
+        candidate_uri=f"models:/{binary.name}/{constant}",
+    )
     with (
         job,
         pytest.raises(
@@ -405,10 +441,15 @@ def test_a_contract_feature_missing_from_the_signature_is_named(
 
 
 def test_a_target_missing_from_the_data_is_named(
-    binary: Case, services: dict[str, T.Any], tmp_path: Path
+    binary: Case, constant: str, services: dict[str, T.Any], tmp_path: Path
 ) -> None:
     binary.test.drop(columns="label").to_parquet(tmp_path / "inputs.parquet")
-    job = _gate(binary.name, tmp_path / "inputs.parquet", services)
+    job = _gate(
+        binary.name,
+        tmp_path / "inputs.parquet",
+        services,
+        candidate_uri=f"models:/{binary.name}/{constant}",
+    )
     with job, pytest.raises(SchemaError, match=r"missing column\(s\): label"):
         job.run()
 
@@ -451,13 +492,28 @@ def test_the_gibraltar_classifier_on_its_own_contract(
     classifier: dict[str, T.Any], gibraltar_splits: Path, services: dict[str, T.Any]
 ) -> None:
     """A real dataset with a string feature and text labels: no job.contract, the version's
-    own (target sky, segments wind_dir) is used."""
+    own (target sky, segments wind_dir) is used. The candidate: the champion's estimator
+    logged again under a name of its own, with its tags (the champion against itself would be
+    skipped)."""
     version = classifier["model_version"]
+    with started(services["mlflow_service"]), mlflow.start_run(run_name="weather-again"):
+        client = services["mlflow_service"].client()
+        estimator = mlflow.sklearn.load_model(f"models:/weather/{version}")
+        info = mlflow.sklearn.log_model(
+            estimator,
+            name="model",
+            registered_model_name="weather-again",
+            signature=mlflow.models.get_model_info(f"models:/weather/{version}").signature,
+            serialization_format="cloudpickle",
+        )
+        again = str(info.registered_model_version)
+        for key, value in client.get_model_version("weather", version).tags.items():
+            client.set_model_version_tag("weather-again", again, key, value)
     job = EvaluationsJob.model_validate(
         {
             "inputs": {"path": str(gibraltar_splits / "test.parquet")},
             "registered_model": "weather",
-            "candidate_uri": f"models:/weather/{version}",
+            "candidate_uri": f"models:/weather-again/{again}",
             "baseline_uri": f"models:/weather/{version}",
             # A small model on a test season unlike its training one: judged on ranking alone.
             "thresholds": {"roc_auc_score": {"threshold": 0.5}},
@@ -469,7 +525,7 @@ def test_the_gibraltar_classifier_on_its_own_contract(
         result = job.run()
     test = pd.read_parquet(gibraltar_splits / "test.parquet")
     with started(services["mlflow_service"]):
-        model = mlflow.sklearn.load_model(f"models:/weather/{version}")
+        model = mlflow.sklearn.load_model(f"models:/weather-again/{again}")
     features = test.loc[:, list(model.feature_names_in_)]
     figures = result["metrics"]["candidate"]
     assert figures["f1_score"] == pytest.approx(
@@ -484,7 +540,7 @@ def test_the_gibraltar_classifier_on_its_own_contract(
 
 
 def test_explainability_hands_mlflow_the_classifier_and_its_auc_agrees_with_ours(
-    binary: Case, services: dict[str, T.Any]
+    binary: Case, constant: str, services: dict[str, T.Any]
 ) -> None:
     """With the model itself MLflow computes ROC AUC and log loss from its own probabilities:
     the same figures as ours, from the scores bikes passed (no sklearn metric of ours here
@@ -494,7 +550,7 @@ def test_explainability_hands_mlflow_the_classifier_and_its_auc_agrees_with_ours
         binary.directory / "test.parquet",
         services,
         candidate_uri=f"models:/{binary.name}/1",
-        baseline_uri=f"models:/{binary.name}/1",
+        baseline_uri=f"models:/{binary.name}/{constant}",
         metrics=[{"name": "accuracy_score"}],
         thresholds={"accuracy_score": {"threshold": 0.6}},
         explainability=True,
@@ -526,6 +582,7 @@ def test_explainability_hands_mlflow_the_classifier_and_its_auc_agrees_with_ours
 )
 def test_a_targets_table_without_a_clear_target_is_named(
     binary: Case,
+    constant: str,
     services: dict[str, T.Any],
     tmp_path: Path,
     contract: dict[str, T.Any],
@@ -540,6 +597,7 @@ def test_a_targets_table_without_a_clear_target_is_named(
         tmp_path / "inputs.parquet",
         services,
         contract=contract,
+        candidate_uri=f"models:/{binary.name}/{constant}",
         targets={"path": str(tmp_path / "targets.parquet")},
     )
     with job, pytest.raises(InputError, match=message):

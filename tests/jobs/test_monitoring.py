@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import re
 import threading
 import typing as T
 import uuid
@@ -16,10 +17,13 @@ import pandas as pd
 import pydantic as pdt
 import pytest
 import sqlalchemy as sa
+from loguru import logger
 from sklearn import metrics
 
 from bikes import scripts
 from bikes.core.errors import ConfigError, ContractError, InputError, MonitoringFindingError
+from bikes.core.monitoring import long_rows
+from bikes.io.contracts import load_contract
 from bikes.io.monitoring import MonitoringTables
 from bikes.io.store import Store, raw_row
 from bikes.jobs.monitoring import MonitoringJob
@@ -49,8 +53,8 @@ def _monthly_backfill(uri: str) -> dict[str, str]:
     }
 
 
-def test_backfill_flags_the_2012_growth_and_fills_the_metrics_table(
-    production_store: str, services: dict[str, T.Any], tmp_path: Path
+def test_backfill_judges_each_month_against_the_held_out_record_and_fills_the_table(
+    champion: dict[str, T.Any], production_store: str, services: dict[str, T.Any], tmp_path: Path
 ) -> None:
     current = _monthly_backfill(production_store)
     with _job(services, tmp_path, current=current) as job:
@@ -73,15 +77,26 @@ def test_backfill_flags_the_2012_growth_and_fills_the_metrics_table(
         }
         performance = window["performance"]
         assert 0.75 < performance["label_coverage"] < 0.85
-        # Demand grew in 2012: errors well above the training reference's in every month.
+        # No gate ran in this store: the reference is training's held-out record (its last
+        # 20%, 2012-01..03, predicted by a model fitted on 2011 alone), never the in-sample
+        # fit, against which every month would read at least 50% worse.
         assert performance["metric"] == "rmse"
-        assert performance["degradation"] == performance["relative_change"] > 0.2
-        assert performance["degraded"]
+        source = performance["reference_source"]
+        assert source["kind"] == "held_out"
+        assert source["source"].startswith("validation split of training (last 20%")
+        assert source["start"][:7] == "2012-01"
+        assert performance["reference"] == pytest.approx(champion["metrics"])
+        assert performance["degradation"] == performance["relative_change"]
+        in_sample = performance["reference_in_sample"]["rmse"]
+        assert performance["current"]["rmse"] / in_sample - 1 > 0.5
         assert set(performance["current"]) == {"rmse", "mae", "r2", "mape"}
         assert window["model_name"] == "bikes"
         assert window["data_quality"]["rejected_rows"] == 0
         assert window["data_quality"]["missing_columns"] == []
         assert window["data_drift"]["columns"]["yr"]["drift"]  # 2012 only: yr=1 throughout
+        assert window["data_drift"]["columns"]["yr"]["expected"]  # the contract expects it
+        assert {"yr", "mnth", "season"} >= set(window["data_drift"]["expected_drifted_columns"])
+        assert window["data_drift"]["counted_columns"] == 9  # twelve features, three expected
         assert window["service"]["latency_ms"]["p50"] == pytest.approx(9.5, abs=0.6)
     # Predictions follow the demand up from July to November (December's are back near the
     # 2011 reference's: the winter trough).
@@ -188,7 +203,9 @@ def test_alerts_reach_webhooks_and_fail_on_exits_4(
         f"  current: {{KIND: StoreReader, uri: '{production_store}', start: '2012-12-01', end: '2012-12-08'}}\n"
         f"  results_path: {tmp_path / 'm.json'}\n"
         f"  report_path: {tmp_path / 'm.html'}\n"
-        "  alerts: [{check: performance_degradation, threshold: 0.2, severity: critical}]\n"
+        # Six of the nine counted columns drift that week (the weather, holidays): a real
+        # finding. (Performance is not degraded against the champion's held-out record.)
+        "  alerts: [{check: dataset_drift_share, threshold: 0.5, severity: critical}]\n"
         f"  channels: [{{KIND: log}}, {{KIND: webhook, url: '{url}', timeout: 60}}, "
         "{KIND: slack, url_env: TEST_SLACK_URL, timeout: 60}]\n"
         "  fail_on: detected\n"
@@ -204,10 +221,11 @@ def test_alerts_reach_webhooks_and_fail_on_exits_4(
         in capsys.readouterr().err
     )
     webhook, slack = _Hook.received[-2:]
-    assert webhook["alerts"][0]["check"] == "performance_degradation"
-    assert webhook["alerts"][0]["column"] == "rmse"
+    assert webhook["alerts"][0]["check"] == "dataset_drift_share"
+    assert webhook["alerts"][0]["column"] == "*"
+    assert webhook["alerts"][0]["value"] == pytest.approx(6 / 9)
     assert webhook["alerts"][0]["severity"] == "critical"
-    assert slack["text"].startswith("bikes monitoring\n*[critical]* bikes: performance_degradation")
+    assert slack["text"].startswith("bikes monitoring\n*[critical]* bikes: dataset_drift_share")
 
 
 def test_bad_inputs_are_named(
@@ -254,7 +272,19 @@ def test_the_html_report_renders_in_headless_chromium(
     # Performance over time, then one chart per column: 12 features, prediction and cnt.
     assert text.count("<svg") == 1 + 14
     assert "aria-label='rmse per window against the reference'" in text
-    assert "<text x='160.0' y='14' text-anchor='middle' font-size='11' class='drift'>yr" in text
+    # yr drifts every month by construction: shown, marked expected, not drawn as drift.
+    title = "<text x='160.0' y='14' text-anchor='middle' font-size='11'"
+    assert f"{title} class='drift'>temp: " in text
+    assert f"{title} class='drift'>yr" not in text
+    assert re.search(rf"{title}>yr: jensenshannon [\d.]+ \(expected\)</text>", text)
+    assert "<td>drift (expected, not counted)</td>" in text
+    assert "<p id='expected-drift'>Drift expected by the contract in mnth, season, yr" in text
+    assert re.search(
+        r"<p id='reference-performance'>Reference performance \(held-out\): rmse [\d.]+ from "
+        r"validation split of training \(last 20%, [\d,]+ rows, 2012-01-01\.\.2012-03-31\): held "
+        r"out: rows the model did not train on\.",
+        text,
+    )
     with started(services["mlflow_service"]):
         names = {
             a.path for a in mlflow.MlflowClient().list_artifacts(result["run_id"], "monitoring")
@@ -609,6 +639,10 @@ def test_a_regression_model_trained_elsewhere_with_a_reference_data_tag(
     assert performance["reference"]["r2"] == pytest.approx(
         metrics.r2_score(reference["amount"], reference["prediction"])
     )
+    # No held_out_performance tag: the training rows' fit, said plainly to be optimistic.
+    assert performance["reference_source"]["kind"] == "in_sample"
+    assert performance["reference_source"]["optimistic"]
+    assert performance["reference_source"]["rows"] == 1000
     assert performance["degraded"]
     assert result["target_drift"]["drift"]
     with (
@@ -833,3 +867,129 @@ def test_a_store_never_created_exits_2_redacted_and_is_not_created(
             assert sa.inspect(connection).get_table_names() == []  # no metrics tables either
         engine.dispose()
     assert not (tmp_path / "monitoring.json").exists()
+
+
+def test_at_champion_quality_on_held_out_rows_performance_is_not_degraded(
+    splits_dir: Path, services: dict[str, T.Any], tmp_path: Path
+) -> None:
+    """Real training, the real gate on the odd days of the test split (April to June 2012,
+    rows the model never saw), and monitoring on the even days of the same months answered
+    by that very model: its real quality, so not degraded, where the in-sample fit would read
+    it 50% worse. The same window with the hours shifted by six (an upstream time-zone bug,
+    invisible to drift: every hour still occurs) is degraded and detected. Without the
+    held-out tag the job falls back to the in-sample fit, and says so."""
+    from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
+    from bikes.jobs.evaluations import EvaluationsJob
+    from bikes.jobs.training import TrainingJob
+    from tests.conftest import BIKES_CONTRACT, FAST_MODEL
+
+    name = "bikes-honest"
+    training = {
+        "inputs": {"path": str(splits_dir / "train.parquet")},
+        "contract": str(BIKES_CONTRACT),
+        "model": FAST_MODEL,
+        "registered_model": name,
+        **services,
+    }
+    with TrainingJob.model_validate(training) as job:
+        version = job.run()["model_version"]
+    test = pd.read_parquet(splits_dir / "test.parquet")
+    odd = (test["timestamp"].dt.day % 2 == 1).to_numpy()
+    test[odd].to_parquet(tmp_path / "gate.parquet")
+    uri = f"models:/{name}/{version}"
+    with started(services["mlflow_service"]) as service:
+        client = service.client()
+        trained = HeldOutPerformance.from_tag(
+            client.get_model_version(name, version).tags[HELD_OUT_TAG]
+        )
+        model = mlflow.pyfunc.load_model(uri)
+    assert trained.source.startswith("validation split of training (last 20%")
+    gate = {
+        "inputs": {"path": str(tmp_path / "gate.parquet")},
+        "contract": str(BIKES_CONTRACT),
+        "registered_model": name,
+        "candidate_uri": uri,
+        "thresholds": {"r2_score": {"threshold": 0.5}},
+        "bootstrap": {"resamples": 50},
+        "promote_on_pass": False,
+        **services,
+    }
+    with EvaluationsJob.model_validate(gate) as job:
+        job.run()
+    with started(services["mlflow_service"]) as service:
+        record = HeldOutPerformance.from_tag(
+            service.client().get_model_version(name, version).tags[HELD_OUT_TAG]
+        )
+    assert record.source.startswith("gate test split")  # the gate's record replaced training's
+    assert record.rows == int(odd.sum())
+
+    even = test[~odd].reset_index(drop=True)
+    features = load_contract(str(BIKES_CONTRACT)).feature_names
+    same = even.assign(prediction=np.asarray(model.predict(even[features]), dtype=float))
+    shifted_hours = even.assign(hr=(even["hr"] + 6) % 24)
+    broken = shifted_hours.assign(
+        prediction=np.asarray(model.predict(shifted_hours[features]), dtype=float)
+    )
+    results = {}
+    for label, frame in {"same": same, "broken": broken}.items():
+        frame.to_parquet(tmp_path / f"{label}.parquet")
+        with _job(
+            services,
+            tmp_path,
+            registered_model=name,
+            reference={"KIND": "ChampionReference", "model_uri": uri},
+            current={"KIND": "ParquetReader", "path": str(tmp_path / f"{label}.parquet")},
+        ) as job:
+            results[label] = job.run()["results"]
+    performance = results["same"]["performance"]
+    current = metrics.root_mean_squared_error(same["cnt"], same["prediction"])
+    assert performance["current"]["rmse"] == pytest.approx(current)
+    assert performance["reference"] == pytest.approx(record.metrics)
+    source = performance["reference_source"]
+    assert (source["kind"], source["source"], source["rows"]) == (
+        "held_out",
+        record.source,
+        record.rows,
+    )
+    assert source["start"][:10] == "2012-04-01"
+    assert source["end"][:10] == "2012-06-29"
+    assert source["segments"] == "held_out"  # the gate kept its rows: per-segment references
+    assert abs(performance["degradation"]) < 0.1
+    assert not performance["degraded"]
+    long = {(r["check"], r["column"]): r for r in long_rows(results["same"])}
+    assert long[("performance_degradation", "rmse")]["status"] == "ok"
+    in_sample = performance["reference_in_sample"]["rmse"]
+    assert current / in_sample - 1 > 0.4  # what the in-sample reference would have said
+    report = (tmp_path / "monitoring.html").read_text()
+
+    worse = results["broken"]
+    assert worse["performance"]["degradation"] > 0.5
+    assert worse["performance"]["degraded"]
+    assert worse["status"] == "detected"
+    assert not worse["data_drift"]["columns"]["hr"]["drift"]  # drift alone would miss it
+    assert "reference-performance" in report
+
+    with started(services["mlflow_service"]) as service:
+        service.client().delete_model_version_tag(name, version, HELD_OUT_TAG)
+    messages: list[str] = []
+    with _job(
+        services,
+        tmp_path,
+        registered_model=name,
+        reference={"KIND": "ChampionReference", "model_uri": uri},
+        current={"KIND": "ParquetReader", "path": str(tmp_path / "same.parquet")},
+    ) as job:
+        sink = logger.add(messages.append, level="WARNING", format="{message}")  # after start
+        try:
+            fallback = job.run()["results"]["performance"]
+        finally:
+            logger.remove(sink)
+    assert fallback["reference_source"]["kind"] == "in_sample"
+    assert fallback["reference_source"]["optimistic"]
+    assert fallback["reference_source"]["note"].startswith("in-sample: optimistic")
+    assert fallback["reference"]["rmse"] == pytest.approx(in_sample)
+    assert fallback["degraded"]  # the false alarm the held-out record removes
+    assert any("in-sample: optimistic" in m and HELD_OUT_TAG in m for m in messages)
+    html = (tmp_path / "monitoring.html").read_text()
+    assert "<p id='reference-performance' class='drift'>" in html
+    assert "in-sample: optimistic" in html

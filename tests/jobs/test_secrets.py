@@ -53,7 +53,7 @@ def test_no_planted_secret_reaches_any_output(
             f"  metrics_store_uri: '{metrics_db}'\n"
             f"  results_path: {tmp_path / 'm.json'}\n"
             f"  report_path: {tmp_path / 'm.html'}\n"
-            "  alerts: [{check: performance_degradation, threshold: 0.2, severity: critical}]\n"
+            "  alerts: [{check: dataset_drift_share, threshold: 0.5, severity: critical}]\n"
             f"  channels: [{{KIND: slack, url: '{slack}', retries: 1, backoff: 0.05}}, "
             f"{{KIND: webhook, url: '{webhook}', retries: 1, backoff: 0.05}}]\n"
             "  logger_service: {level: DEBUG}\n"

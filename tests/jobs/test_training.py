@@ -9,9 +9,10 @@ import pytest
 from sklearn import metrics
 
 from bikes.core.errors import ConfigError, ContractError, SchemaError
+from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 from bikes.io.contracts import CONTRACT_TAG, load_contract, model_contract
 from bikes.io.registry import ModelRef
-from bikes.jobs.training import REFERENCE_ARTIFACT, REFERENCE_TAG, TrainingJob
+from bikes.jobs.training import HELD_OUT_ARTIFACT, REFERENCE_ARTIFACT, REFERENCE_TAG, TrainingJob
 from tests.conftest import BIKES_CONTRACT, FAST_MODEL, started
 
 BIKE_FEATURES = load_contract(str(BIKES_CONTRACT)).feature_names
@@ -84,6 +85,8 @@ def test_alias_is_set_when_asked(splits_dir: Path, services: dict[str, T.Any]) -
             == result["model_version"]
         )
     assert result["metrics"] == {}
+    version = client.get_model_version("bikes", result["model_version"])
+    assert HELD_OUT_TAG not in version.tags  # nothing held out: no record, never a made-up one
 
 
 def test_schema_violation_stops_before_any_run(
@@ -208,3 +211,71 @@ def test_training_needs_a_contract(services: dict[str, T.Any]) -> None:
 
     with pytest.raises(pydantic.ValidationError, match="contract"):
         TrainingJob.model_validate({**services})
+
+
+def test_the_held_out_record_is_the_validation_part_predicted_without_it(
+    champion: dict[str, T.Any],
+    services: dict[str, T.Any],
+    train_frame: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    """The version's held_out_performance tag: the latest 20% of the period, scored by the
+    model fitted on the earlier rows only (refitted here as training fits it: the same rows,
+    the same seed), with their count, period and the rows kept as an artifact."""
+    with started(services["mlflow_service"]) as service:
+        tags = service.client().get_model_version("bikes", champion["model_version"]).tags
+        record = HeldOutPerformance.from_tag(tags[HELD_OUT_TAG])
+        assert record.predictions_uri == f"runs:/{champion['run_id']}/{HELD_OUT_ARTIFACT}"
+        kept = pd.read_parquet(
+            mlflow.artifacts.download_artifacts(record.predictions_uri, dst_path=str(tmp_path))
+        )
+    ordered = train_frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    cut = int(len(ordered) * 0.8)
+    early, late = ordered.iloc[:cut], ordered.iloc[cut:]
+    contract = load_contract(str(BIKES_CONTRACT))
+    fitted = (
+        TrainingJob.model_validate({"contract": str(BIKES_CONTRACT), "model": FAST_MODEL})
+        .model.pipeline(contract)
+        .fit(early[BIKE_FEATURES], early["cnt"])
+    )
+    predicted = fitted.predict(late[BIKE_FEATURES])
+    assert record.rows == len(late) == len(kept)
+    assert record.start == late["timestamp"].min().to_pydatetime()
+    assert record.end == late["timestamp"].max().to_pydatetime()
+    assert record.source == (
+        f"validation split of training (last 20%, {len(late):,} rows, "
+        f"{record.start.date()}..{record.end.date()})"  # type: ignore[union-attr]
+    )
+    assert record.metrics == pytest.approx(champion["metrics"])
+    assert record.metrics["rmse"] == pytest.approx(
+        metrics.root_mean_squared_error(late["cnt"], predicted)
+    )
+    assert record.metrics["r2"] == pytest.approx(metrics.r2_score(late["cnt"], predicted))
+    assert kept["prediction"].to_numpy() == pytest.approx(predicted)
+    assert kept["timestamp"].tolist() == late["timestamp"].tolist()
+    # The in-sample fit of the registered model is far better than this: the optimism the
+    # held-out record replaces.
+    with started(services["mlflow_service"]):
+        model = mlflow.pyfunc.load_model(f"models:/bikes/{champion['model_version']}")
+    in_sample = metrics.root_mean_squared_error(
+        ordered["cnt"], model.predict(ordered[BIKE_FEATURES])
+    )
+    assert in_sample < 0.5 * record.metrics["rmse"]
+
+
+def test_a_classifier_records_its_held_out_scores_too(
+    classifier: dict[str, T.Any], services: dict[str, T.Any], tmp_path: Path
+) -> None:
+    with started(services["mlflow_service"]) as service:
+        tags = service.client().get_model_version("weather", classifier["model_version"]).tags
+        record = HeldOutPerformance.from_tag(tags[HELD_OUT_TAG])
+        kept = pd.read_parquet(
+            mlflow.artifacts.download_artifacts(str(record.predictions_uri), dst_path=str(tmp_path))
+        )
+    assert record.metrics == pytest.approx(classifier["metrics"])
+    assert {"sky", "predicted_sky", "p_fair", "p_cloudy", "p_wet"} <= set(kept.columns)
+    assert record.metrics["accuracy"] == pytest.approx(
+        metrics.accuracy_score(kept["sky"], kept["predicted_sky"])
+    )
+    assert record.start is not None
+    assert "validation split of training (last 20%" in record.source

@@ -145,6 +145,13 @@ class Contract(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
         default_factory=list,
         description="Columns whose values the gate and monitoring score separately.",
     )
+    expected_drift: list[str] = pdt.Field(
+        default_factory=list,
+        description="Features whose drift is expected by construction (calendar and trend "
+        "columns such as yr, mnth, season against a monthly window): monitoring still scores "
+        "and shows them, marked expected, but leaves them out of the dataset drift share "
+        "and the status.",
+    )
 
     @pdt.model_validator(mode="after")
     def _consistent(self) -> Contract:
@@ -164,7 +171,28 @@ class Contract(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
             unknown = [s for s in self.segments if s not in names]
             if unknown:
                 raise ValueError(f"segments: {', '.join(unknown)} not among the features")
+        self._check_expected_drift()
         return self
+
+    def _check_expected_drift(self) -> None:
+        """Each ``expected_drift`` column is a feature, named once: checked against the
+        features once they are known (said, or taken from a signature or a table)."""
+        listed = self.expected_drift
+        twice = sorted({name for name in listed if listed.count(name) > 1})
+        if twice:
+            raise ValueError(f"expected_drift: listed twice: {', '.join(twice)}")
+        roles = [name for name in listed if name in self.role_columns]
+        if roles:
+            raise ValueError(
+                f"expected_drift: {', '.join(roles)} not a feature (named as target, "
+                "prediction, score, timestamp or id)"
+            )
+        if self.features is None:
+            return
+        names = {feature.name for feature in self.features}
+        unknown = [name for name in listed if name not in names]
+        if unknown:
+            raise ValueError(f"expected_drift: {', '.join(unknown)} not among the features")
 
     # -- names ------------------------------------------------------------------------------
     @property
@@ -228,7 +256,7 @@ class Contract(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
                 for name, kind in inputs
                 if name not in self.role_columns
             ]
-            return self.model_copy(update={"features": features})
+            return self._completed(features, model)
         lacking = [f.name for f in self.features if f.name not in types]
         if lacking:
             raise ContractError(
@@ -260,7 +288,18 @@ class Contract(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
             for name in frame.columns
             if name not in skip
         ]
-        return self.model_copy(update={"features": features})
+        return self._completed(features, "the table")
+
+    def _completed(self, features: list[Feature], where: str) -> Contract:
+        """This contract with ``features`` taken from ``where``; an ``expected_drift`` column
+        they lack is a ``ContractError`` naming it."""
+        completed = self.model_copy(update={"features": features})
+        unknown = [name for name in self.expected_drift if completed.feature(name) is None]
+        if unknown:
+            raise ContractError(
+                f"job.contract.expected_drift: {', '.join(unknown)} not a feature of {where}"
+            )
+        return completed
 
     # -- schemas ---------------------------------------------------------------------------------
     def inputs_schema(self) -> pa.DataFrameSchema:

@@ -2,10 +2,12 @@
 
 ``plan`` turns the config (metrics, thresholds, slicing; task defaults where unsaid) into what
 to compute and check; ``judge`` checks each ``Threshold`` with MLflow's own
-``validate_evaluation_results``, then against the noise of a paired bootstrap, and a classifier
-that answers one class for every row is blocked whatever its thresholds; ``decide`` adds the
-segments that regress. Every result is a frozen record; the job only feeds in what the models
-answered and writes the records where people look.
+``validate_evaluation_results`` (bounds, asked-for gains, which must also clear the noise of a
+paired bootstrap) and, beside it, the non-inferiority margins MLflow cannot express ("no worse
+than the baseline by more than a margin", on the worse end of the bootstrap interval); a
+classifier that answers one class for every row is blocked whatever its thresholds; ``decide``
+adds the segments that regress. One verdict per check, each a frozen record; the job only feeds
+in what the models answered and writes the records where people look.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ VALIDATION_RUN_TAG = "validation_run_id"
 VALIDATION_CHAMPION_TAG = "validation_champion_version"
 VALIDATION_CHAMPION_ALIAS_TAG = "validation_champion_alias"
 NO_CHAMPION = "none"  # the tag's value on a first deploy: no champion to compare against
+# On the gate's MLflow run, for the runs list: passed, failed or skipped (the candidate is the
+# baseline itself), and 1/0 (not logged when skipped). A blocked run also ends FAILED.
+GATE_VERDICT_TAG = "gate_verdict"
+GATE_PASSED_METRIC = "gate_passed"
+SKIPPED = "skipped"
 
 
 def champion_tag(version: str | None) -> str:
@@ -60,7 +67,7 @@ def compared_champion(tag: str) -> str | None:
 # (reading the tags above) never needs.
 REGRESSION_METRICS = ("root_mean_squared_error", "mean_absolute_error", "r2_score")
 REGRESSION_THRESHOLDS = {
-    # Good enough on its own; confs/evaluations.yaml also asks for a gain over the champion.
+    # Good enough on its own; confs/evaluations.yaml also asks for no loss beyond noise.
     "root_mean_squared_error": {"threshold": 100.0},
     "r2_score": {"threshold": 0.8},
 }
@@ -77,6 +84,11 @@ SLICING_METRICS: dict[Task, str] = {
 # gate computes them from the models' scores with sklearn, under MLflow's name.
 IMPLIED_METRICS = {"roc_auc": "roc_auc_score"}
 SINGLE_CLASS_CHECK = "predicted_classes"
+# What each verdict checked: MLflow's ``MetricThreshold`` (bound, asked-for gain and its noise),
+# the gate's non-inferiority margin, the one-class check of a classifier.
+THRESHOLD_CHECK = "threshold"
+NON_INFERIORITY_CHECK = "non_inferiority"
+CLASSES_CHECK = "single_class"
 
 
 def builtin_metrics(task: Task | None) -> dict[str, bool]:
@@ -162,7 +174,11 @@ class Plan:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """One line of the gate's table."""
+    """One line of the gate's table: one check of one metric.
+
+    ``change`` is ``candidate - baseline`` and ``interval`` its paired bootstrap interval;
+    ``margin`` (non-inferiority only) how much worse than the baseline the candidate may be,
+    in the metric's units."""
 
     metric: str
     candidate: float | None
@@ -172,16 +188,20 @@ class Verdict:
     interval: Interval | None
     passed: bool
     reason: str
+    check: str = THRESHOLD_CHECK
+    margin: float | None = None
 
     def row(self) -> dict[str, T.Any]:
         return {
             "metric": self.metric,
+            "check": self.check,
             "candidate": self.candidate,
             "baseline": self.baseline,
             "threshold": self.threshold,
             "change": self.change,
             "interval_low": None if self.interval is None else self.interval.low,
             "interval_high": None if self.interval is None else self.interval.high,
+            "margin": self.margin,
             "verdict": "passed" if self.passed else "failed",
             "reason": self.reason,
         }
@@ -316,8 +336,11 @@ def check(
     candidate: T.Mapping[str, float],
     baseline: T.Mapping[str, float] | None,
 ) -> tuple[bool, str]:
-    """MLflow's ``validate_evaluation_results`` on one threshold: ``(passed, reason)``."""
+    """MLflow's ``validate_evaluation_results`` on one threshold: ``(passed, reason)``. A
+    threshold that leaves MLflow nothing to check (a gain asked on a first deploy) passes."""
     name, threshold = criterion.name, criterion.threshold
+    if not threshold.checked_by_mlflow(baseline is not None):
+        return True, "ok"
     try:
         mlflow.validate_evaluation_results(
             {name: threshold.to_mlflow(criterion.higher_is_better, baseline is not None)},
@@ -353,8 +376,9 @@ def judge(
     bootstrap: Bootstrap,
     labels: Labels | None = None,
 ) -> list[Verdict]:
-    """Each threshold judged alone by MLflow, then by the noise it must clear; a classifier
-    answering one class is blocked first."""
+    """Each threshold judged alone by MLflow, then by the noise it must clear, and its
+    non-inferiority margin on the bootstrap interval; a classifier answering one class is
+    blocked first. One verdict per check."""
     from bikes.core.comparison import paired_difference_interval
 
     verdicts = [] if labels is None else [single_class(truth, candidate, baseline)]
@@ -368,7 +392,6 @@ def judge(
                 )
         value = float(candidate_metrics[c.name])
         base = float(baseline_metrics[c.name]) if baseline_metrics is not None else None
-        passed, reason = check(c, candidate_metrics, baseline_metrics)
         interval = None
         if compare and bootstrap.enabled and c.metric is not None and baseline is not None:
             interval = paired_difference_interval(
@@ -379,8 +402,11 @@ def judge(
                 bootstrap,
                 labels,
             )
+        if c.threshold.threshold is not None or c.threshold.asks_improvement:
+            passed, reason = check(c, candidate_metrics, baseline_metrics)
             if (
                 passed
+                and interval is not None
                 and c.threshold.asks_improvement
                 and not interval.better_beyond_noise(c.higher_is_better)
             ):
@@ -390,19 +416,79 @@ def judge(
                     f"({interval.confidence:.0%} interval "
                     f"{interval.low:+.4g} .. {interval.high:+.4g})"
                 )
-        verdicts.append(
-            Verdict(
-                metric=c.name,
-                candidate=value,
-                baseline=base,
-                threshold=c.threshold.describe(c.higher_is_better, with_baseline=compare),
-                change=None if base is None else value - base,
-                interval=interval,
-                passed=passed,
-                reason=reason,
+            verdicts.append(
+                Verdict(
+                    metric=c.name,
+                    candidate=value,
+                    baseline=base,
+                    threshold=c.threshold.describe(c.higher_is_better, with_baseline=compare),
+                    change=None if base is None else value - base,
+                    interval=interval,
+                    passed=passed,
+                    reason=reason,
+                )
             )
-        )
+        if c.threshold.allows_degradation:
+            verdicts.append(non_inferiority(c, value, base if compare else None, interval))
     return verdicts
+
+
+def non_inferiority(
+    criterion: Criterion, candidate: float, baseline: float | None, interval: Interval | None
+) -> Verdict:
+    """Non-inferiority, "no worse than the baseline by more than the margin": passes when the
+    worse end of the interval of ``candidate - baseline`` (its upper end for an error, lower for
+    a score) is within the margin; without an interval (bootstrap off, or a figure only MLflow
+    computes) the point difference is judged. No baseline (a first deploy): nothing to be worse
+    than."""
+    name, threshold = criterion.name, criterion.threshold
+    described = threshold.describe_margin()
+    if baseline is None:
+        return Verdict(
+            metric=name,
+            candidate=candidate,
+            baseline=None,
+            threshold=f"{described} (skipped: no baseline)",
+            change=None,
+            interval=None,
+            passed=True,
+            reason="ok",
+            check=NON_INFERIORITY_CHECK,
+        )
+    margin = threshold.margin(baseline)
+    assert margin is not None  # allows_degradation: a margin is set
+    change = candidate - baseline
+    if interval is None:
+        worst, evidence = change, "point estimate, no bootstrap interval"
+    else:
+        worst = interval.low if criterion.higher_is_better else interval.high
+        evidence = (
+            f"{interval.confidence:.0%} interval of the change "
+            f"{interval.low:+.4g} .. {interval.high:+.4g}"
+        )
+    worse_by = -worst if criterion.higher_is_better else worst
+    if math.isnan(worse_by) or math.isnan(margin):
+        passed, reason = False, f"{name}: undefined on these rows (NaN)"
+    else:
+        passed = worse_by <= margin
+        reason = (
+            "ok"
+            if passed
+            else f"{name}: up to {worse_by:.4g} worse than the baseline ({evidence}), beyond "
+            f"the margin {margin:.4g} ({described})"
+        )
+    return Verdict(
+        metric=name,
+        candidate=candidate,
+        baseline=baseline,
+        threshold=described,
+        change=change,
+        interval=interval,
+        passed=passed,
+        reason=reason,
+        check=NON_INFERIORITY_CHECK,
+        margin=margin,
+    )
 
 
 def single_class(truth: npt.ArrayLike, candidate: Outputs, baseline: Outputs | None) -> Verdict:
@@ -431,6 +517,7 @@ def single_class(truth: npt.ArrayLike, candidate: Outputs, baseline: Outputs | N
         if passed
         else f"{SINGLE_CLASS_CHECK}: predicts a single class ({_shown(only)}) for all {rows} "
         f"rows, which hold {classes_in_rows} classes",
+        check=CLASSES_CHECK,
     )
 
 

@@ -321,21 +321,39 @@ def _direction_from_name(name: str) -> bool | None:
 
 
 class Threshold(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
-    """How good a metric must be: an absolute bound, and a required change from the champion.
+    """How good a metric must be: an absolute bound, and how it must compare with the champion.
 
-    Changes are in the metric's "better" direction: ``min_relative_change: 0.05`` on an error
-    asks the candidate for an error at least 5% lower than the champion's.
+    Two kinds of comparison, on the paired bootstrap interval of ``candidate - baseline``:
+
+    - must improve (``min_absolute_change``, ``min_relative_change``, judged by MLflow's
+      ``MetricThreshold``): in the metric's "better" direction, ``min_relative_change: 0.05`` on
+      an error asks for an error at least 5% lower than the champion's, beyond the noise;
+    - non-inferiority (``max_degradation``, ``max_relative_degradation``, judged by the gate):
+      ``max_relative_degradation: 0.05`` on an error lets the candidate's error be higher than
+      the champion's by at most 5% of it, at the worse end of the interval.
+
+    One threshold asks one kind: "better by at least" and "worse by at most" contradict.
     """
 
     threshold: float | None = pdt.Field(
         default=None, description="The absolute bound (a floor if better higher, else a ceiling)."
     )
-    # MLflow accepts positive changes only: a comparison always asks for an improvement.
+    # MLflow accepts positive changes only: these always ask for an improvement.
     min_absolute_change: float | None = pdt.Field(
         default=None, gt=0, description="Required gain over the baseline, in the metric's units."
     )
     min_relative_change: float | None = pdt.Field(
         default=None, gt=0, description="Required gain over the baseline, as a share of it."
+    )
+    max_degradation: float | None = pdt.Field(
+        default=None,
+        description="Non-inferiority: how much worse than the baseline the candidate may be, in "
+        "the metric's units (0: no worse at all), at the worse end of the bootstrap interval.",
+    )
+    max_relative_degradation: float | None = pdt.Field(
+        default=None,
+        description="Non-inferiority: how much worse than the baseline the candidate may be, as "
+        "a share of the baseline's value (0.05: 5%), at the worse end of the bootstrap interval.",
     )
     greater_is_better: bool | None = pdt.Field(
         default=None,
@@ -343,18 +361,70 @@ class Threshold(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
         "agree with it, and it is the direction of a metric bikes does not know.",
     )
 
+    @pdt.field_validator("max_degradation", "max_relative_degradation")
+    @classmethod
+    def _margin(cls, value: float | None, info: pdt.ValidationInfo) -> float | None:
+        if value is None:
+            return None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(
+                f"{info.field_name} is {value:g}: a margin is how much worse than the baseline "
+                "the candidate may be, a finite number, 0 or more (0: no worse at all)"
+            )
+        if info.field_name == "max_relative_degradation" and value > 1:
+            raise ValueError(
+                f"max_relative_degradation is {value:g}: a share of the baseline's value, at most "
+                "1 (0.05 means 5%)"
+            )
+        return value
+
     @pdt.model_validator(mode="after")
     def _says_something(self) -> Threshold:
-        if self.threshold is None and not self.asks_improvement:
-            raise ValueError("set threshold, min_absolute_change or min_relative_change")
+        if self.threshold is None and not self.asks_improvement and not self.allows_degradation:
+            raise ValueError(
+                "set threshold, min_absolute_change, min_relative_change, max_degradation or "
+                "max_relative_degradation"
+            )
+        if self.asks_improvement and self.allows_degradation:
+            improve = self._given("min_absolute_change", "min_relative_change")
+            degrade = self._given("max_degradation", "max_relative_degradation")
+            raise ValueError(
+                f"{' and '.join(improve)} (must be better than the baseline) contradict(s) "
+                f"{' and '.join(degrade)} (may be worse than it): set one kind (over a config "
+                "that sets the other, set its keys to null)"
+            )
         return self
+
+    def _given(self, *keys: str) -> list[str]:
+        return [key for key in keys if getattr(self, key) is not None]
 
     @property
     def asks_improvement(self) -> bool:
         return self.min_absolute_change is not None or self.min_relative_change is not None
 
+    @property
+    def allows_degradation(self) -> bool:
+        """Whether this is a non-inferiority threshold ("no worse than the baseline by more
+        than a margin")."""
+        return self.max_degradation is not None or self.max_relative_degradation is not None
+
+    def checked_by_mlflow(self, with_baseline: bool = True) -> bool:
+        """Whether MLflow has anything to check: a bound, or (with a baseline) a gain."""
+        return self.threshold is not None or (with_baseline and self.asks_improvement)
+
+    def margin(self, baseline: float) -> float | None:
+        """How much worse than ``baseline`` the candidate may be, in the metric's units: the
+        tighter of the absolute and relative margins; None when neither is set."""
+        margins = []
+        if self.max_degradation is not None:
+            margins.append(self.max_degradation)
+        if self.max_relative_degradation is not None:
+            margins.append(self.max_relative_degradation * abs(baseline))
+        return min(margins) if margins else None
+
     def to_mlflow(self, greater_is_better: bool, with_baseline: bool = True) -> MetricThreshold:
-        """MLflow's threshold; without a baseline (first deploy) only the absolute bound."""
+        """MLflow's threshold; without a baseline (first deploy) only the absolute bound. The
+        non-inferiority margins are the gate's own: MLflow knows positive changes only."""
         return MetricThreshold(
             threshold=self.threshold,
             min_absolute_change=self.min_absolute_change if with_baseline else None,
@@ -363,7 +433,7 @@ class Threshold(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
         )
 
     def describe(self, greater_is_better: bool, with_baseline: bool = True) -> str:
-        """``<= 100``, ``>= 0.7``, ``5% better``: how a person reads the bound."""
+        """``<= 100``, ``>= 0.7``, ``5% better``: how a person reads MLflow's part."""
         parts = []
         if self.threshold is not None:
             parts.append(f"{'>=' if greater_is_better else '<='} {self.threshold:g}")
@@ -372,3 +442,12 @@ class Threshold(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
         if with_baseline and self.min_relative_change is not None:
             parts.append(f"{self.min_relative_change:.1%} better than baseline")
         return ", ".join(parts) or "(comparison skipped: no baseline)"
+
+    def describe_margin(self) -> str:
+        """``at most 5.0% worse than baseline``: how a person reads the non-inferiority part."""
+        parts = []
+        if self.max_degradation is not None:
+            parts.append(f"{self.max_degradation:g}")
+        if self.max_relative_degradation is not None:
+            parts.append(f"{self.max_relative_degradation:.1%}")
+        return f"at most {' and '.join(parts)} worse than baseline"

@@ -9,6 +9,7 @@ the long-format rows of the ``monitoring_metrics`` table.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import typing as T
@@ -24,6 +25,7 @@ from bikes.core.drift import SMALL_SAMPLE, Detector, DriftResult, Kind
 from bikes.core.errors import ConfigError
 from bikes.core.metrics import classification_metrics, regression_metrics
 from bikes.core.quality import column_quality, counts, freshness, plain_value, sorted_values
+from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 
 # Worst last: a window with no rows at all says nothing about the model, which is an alert of
 # its own, above ``detected``: every ``fail_on`` but ``never`` stops on it.
@@ -67,7 +69,12 @@ class DriftSettings(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """How drift is decided, per column and for the dataset."""
 
     share: float = pdt.Field(
-        default=0.5, gt=0, le=1, description="Dataset drift when this share of columns drifts."
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Dataset drift when this share of columns drifts: drifted columns over "
+        "scored columns, both leaving out the contract's expected_drift columns (scored and "
+        "shown, never counted) and missing columns (not scored).",
     )
     small_sample: int = pdt.Field(
         default=SMALL_SAMPLE,
@@ -123,6 +130,26 @@ def feature_kind(feature: Feature, reference: pd.Series) -> Kind:
     return "binary" if two else "categorical"
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReferenceOrigin:
+    """Where the reference rows came from, and the rows the reference *performance* comes from.
+
+    The reference table serves drift (the distributions the model was trained on); its
+    performance, when it is the model's own training rows (``in_sample``), is optimistic: the
+    model has seen every label. ``held_out`` (the version's ``held_out_performance`` record,
+    from training's validation part or the gate's test split) replaces it, and
+    ``held_out_rows`` (those rows with their predictions, when kept) gives the per-segment
+    reference figures.
+    """
+
+    name: str = "the reference table"
+    """The reference table, for people: "the reference data of models:/bikes/3"."""
+    in_sample: bool = False
+    """True when the table is the model's training rows predicted by the model itself."""
+    held_out: HeldOutPerformance | None = None
+    held_out_rows: pd.DataFrame | None = None
+
+
 class Monitor:
     """Prepared from the reference once; ``window()`` judges one current window.
 
@@ -140,9 +167,12 @@ class Monitor:
         drift: DriftSettings | None = None,
         slicing: Slicing = NO_SEGMENTS,
         performance: PerformanceSettings | None = None,
+        origin: ReferenceOrigin | None = None,
     ) -> None:
         self.contract = contract
         self.columns = columns
+        # Watched columns whose drift the contract expects: scored, shown, never counted.
+        self.expected = frozenset(contract.expected_drift) & set(columns)
         self.drift = drift or DriftSettings()
         self.slicing = slicing
         self.performance = performance or PerformanceSettings()
@@ -184,8 +214,13 @@ class Monitor:
             for c, detector in self.detectors.items()
             if detector.kind != "numeric"
         }
-        self.reference_performance = self._figures(reference)
-        self.reference_segments = self._segment_figures(reference)
+        self.origin = origin or ReferenceOrigin()
+        self.in_sample_performance = self._figures(reference)
+        self.reference_performance, self.reference_source = self._reference_performance(reference)
+        segment_rows, segments_from = self._segment_reference(reference)
+        self.reference_source["segments"] = segments_from
+        self.reference_segments = self._segment_figures(segment_rows)
+        self.origin = dataclasses.replace(self.origin, held_out_rows=None)  # figures kept only
         self.latest_shares: dict[str, np.ndarray] = {}  # binned current of the last window
 
     def _output_kind(self, column: str, reference: pd.DataFrame) -> Kind:
@@ -233,9 +268,12 @@ class Monitor:
                 *target_drift.items(),
             ]
         }
-        drifted = sum(result.drift for result in drifts.values())
-        share = drifted / len(drifts) if drifts else 0.0
-        columns = {c: _drift_dict(r) for c, r in drifts.items()}
+        # The share's denominator: the scored columns (a missing one is not scored) whose
+        # drift is not expected; its numerator, those of them that drift.
+        counted = [result for column, result in drifts.items() if column not in self.expected]
+        drifted = sum(result.drift for result in counted)
+        share = drifted / len(counted) if counted else 0.0
+        columns = {c: _drift_dict(r) | {"expected": c in self.expected} for c, r in drifts.items()}
         for column in missing:
             detector = self.detectors[column]
             columns[column] = {
@@ -244,6 +282,7 @@ class Monitor:
                 "score": None,
                 "threshold": detector.threshold,
                 "drift": False,
+                "expected": column in self.expected,
                 "missing_column": True,
             }
         total = rows + len(rejected)
@@ -269,6 +308,11 @@ class Monitor:
                 "drift_share": share,
                 "share_threshold": self.drift.share,
                 "drifted_columns": drifted,
+                "counted_columns": len(counted),
+                "expected_columns": sorted(self.expected),
+                "expected_drifted_columns": sorted(
+                    c for c, r in drifts.items() if c in self.expected and r.drift
+                ),
                 "columns": columns,
             },
             "prediction_drift": _single_drift(prediction_drift),
@@ -375,6 +419,8 @@ class Monitor:
             "rows_labelled": len(labelled),
             "current": None,
             "reference": self.reference_performance,
+            "reference_source": dict(self.reference_source),
+            "reference_in_sample": self.in_sample_performance,
             "relative_change": None,
             "degradation": None,
             "threshold": self.performance.threshold,
@@ -392,6 +438,62 @@ class Monitor:
             "degradation": degradation,
             "degraded": bool(degradation is not None and degradation >= self.performance.threshold),
         }
+
+    def _reference_performance(
+        self, reference: pd.DataFrame
+    ) -> tuple[dict[str, float] | None, dict[str, T.Any]]:
+        """The reference figures and where they come from: the held-out record when it has
+        the watched metric, else the reference table's own rows, said plainly."""
+        held_out = self.origin.held_out
+        if held_out is not None and _finite(held_out.metrics.get(self.metric)):
+            figures = {k: float(v) for k, v in held_out.metrics.items() if _finite(v)}
+            return figures, {
+                "kind": "held_out",
+                "source": held_out.source,
+                "rows": held_out.rows,
+                "start": None if held_out.start is None else held_out.start.isoformat(),
+                "end": None if held_out.end is None else held_out.end.isoformat(),
+                "optimistic": False,
+                "note": "held out: rows the model did not train on",
+            }
+        labelled = self._labelled(reference)
+        rows = None if labelled is None else len(labelled)
+        start, end = _period(labelled, self.contract.timestamp)
+        if held_out is not None:
+            why = f"its {HELD_OUT_TAG} record has no {self.metric}"
+        else:
+            why = f"no {HELD_OUT_TAG} record"
+        if self.origin.in_sample:
+            kind, optimistic = "in_sample", True
+            note = (
+                f"in-sample: optimistic ({why}): the model's fit on its own training rows, "
+                "which it has seen; production will look worse than it is"
+            )
+        else:
+            kind, optimistic = "reference_table", False
+            note = (
+                f"the reference table's own target and prediction columns ({why}): held out "
+                "only if those predictions were made on rows the model did not train on"
+            )
+        return self.in_sample_performance, {
+            "kind": kind,
+            "source": f"{self.origin.name} ({rows or 0:,} labelled rows)",
+            "rows": rows,
+            "start": start,
+            "end": end,
+            "optimistic": optimistic,
+            "note": note,
+        }
+
+    def _segment_reference(self, reference: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+        """The rows the per-segment reference figures come from, and their kind: the held-out
+        rows with their predictions when the reference performance is held out and they were
+        kept; else the reference table (``in_sample`` when it is the training rows)."""
+        rows = self.origin.held_out_rows
+        held_out = self.reference_source["kind"] == "held_out"
+        if held_out and rows is not None and self._labelled(rows) is not None:
+            return rows, "held_out"
+        return reference, "in_sample" if self.origin.in_sample else "reference_table"
 
     # -- segments -------------------------------------------------------------------------------
     def _segment_masks(self, frame: pd.DataFrame) -> T.Iterator[tuple[str, str, np.ndarray]]:
@@ -512,7 +614,8 @@ def long_rows(result: dict[str, T.Any]) -> list[dict[str, T.Any]]:
         "drift" if drift["dataset_drift"] else "ok",
     )
     for column, figures in drift["columns"].items():
-        add("drift_score", column, figures["score"], figures["threshold"], _drift(figures))
+        verdict = "expected" if figures.get("expected") and figures["drift"] else _drift(figures)
+        add("drift_score", column, figures["score"], figures["threshold"], verdict)
     outputs = [
         ("prediction_drift_score", result.get("prediction_drift")),
         *(("prediction_drift_score", f) for f in (result.get("score_drift") or {}).values()),
@@ -586,6 +689,20 @@ def _labels(values: pd.Series) -> np.ndarray:
         numbers = values.to_numpy(dtype=float)
         return numbers.astype(np.int64) if np.all(numbers == np.round(numbers)) else numbers
     return values.to_numpy(dtype=object)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
+def _period(frame: pd.DataFrame | None, timestamp: str | None) -> tuple[str | None, str | None]:
+    """The first and last event time of ``frame``, ISO; ``(None, None)`` when unknown."""
+    if frame is None or frame.empty or timestamp is None or timestamp not in frame.columns:
+        return None, None
+    times = pd.to_datetime(frame[timestamp], errors="coerce").dropna()
+    if times.empty:
+        return None, None
+    return times.min().isoformat(), times.max().isoformat()
 
 
 def _relative_change(current: float | None, reference: float | None) -> float | None:

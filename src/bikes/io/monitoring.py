@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bikes.core.errors import InputError, first_line
 from bikes.core.redaction import redact, redact_url
+from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 from bikes.io import registry
 from bikes.io.datasets import ParquetReader
 from bikes.io.store import Store, configured_uri
@@ -164,7 +165,9 @@ class StoreReader(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
 
 class ChampionReference(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """The reference data of a registered version: the table its ``reference_data`` tag points
-    at (bikes training logs it; for a model trained elsewhere, set the tag yourself)."""
+    at (bikes training logs it; for a model trained elsewhere, set the tag yourself), and its
+    reference *performance* from its ``held_out_performance`` tag (rows it did not train on:
+    training's validation part, or the gate's test split, which overwrites it)."""
 
     KIND: T.Literal["ChampionReference"] = "ChampionReference"
     model_uri: str | None = pdt.Field(
@@ -192,6 +195,37 @@ class ChampionReference(pdt.BaseModel, strict=True, frozen=True, extra="forbid")
                     f"{artifact}: cannot be downloaded ({first_line(error)})"
                 ) from None
             return ParquetReader(path=path).read()
+
+    def held_out(self, client: MlflowClient, ref: registry.ModelRef) -> HeldOutPerformance | None:
+        """The version's held-out record, or None when it has none (trained elsewhere, or by
+        an older bikes); a malformed one is an ``InputError`` naming the version."""
+        text = registry.version_tag(client, ref, HELD_OUT_TAG)
+        if text is None:
+            return None
+        try:
+            return HeldOutPerformance.from_tag(text)
+        except InputError as error:
+            raise InputError(f"{ref.uri}: {error}") from None
+
+    def held_out_rows(self, record: HeldOutPerformance) -> pd.DataFrame | None:
+        """The held-out rows with their predictions, when the record kept them and they can
+        still be read; else None (the per-segment reference then comes from the table)."""
+        if record.predictions_uri is None:
+            return None
+        with tempfile.TemporaryDirectory() as directory:
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    record.predictions_uri, dst_path=directory
+                )
+                return ParquetReader(path=path).read()
+            except (MlflowException, OSError, InputError) as error:
+                logger.warning(
+                    "{}: held-out rows unreadable ({}): per-segment reference figures come "
+                    "from the reference table",
+                    record.predictions_uri,
+                    first_line(error),
+                )
+                return None
 
 
 def _metrics_table(metadata: sa.MetaData) -> sa.Table:

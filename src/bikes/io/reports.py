@@ -92,13 +92,15 @@ def render(
         f"{html.escape(str(last['window']['end']))}, {last['window']['rows']} rows, "
         f"{last['data_quality']['rejected_rows']} rejected, "
         f"{last['data_drift']['drifted_columns']} drifted column(s) "
-        f"(share {last['data_drift']['drift_share']:.2f}).</p>",
+        f"(share {last['data_drift']['drift_share']:.2f}{_counted(last)}).</p>",
+        _expected_drift(last),
         _missing_columns(last),
         _windows_table(windows),
     ]
     chart = performance_chart(windows)
-    if chart:
-        parts += ["<h2>Performance over time</h2>", chart]
+    reference = _reference_performance(windows)
+    if chart or reference:
+        parts += ["<h2>Performance over time</h2>", reference, chart or ""]
     parts += ["<h2>Drift, latest window</h2>", _drift_table(last)]
     panels = []
     verdicts = _drift_entries(last)
@@ -108,12 +110,14 @@ def render(
         verdict = verdicts.get(column, {})
         score = verdict.get("score")
         scored = "" if score is None else f" {score:.3g}"
+        expected = bool(verdict.get("expected"))
+        limit = "expected" if expected else f"threshold {detector.threshold:g}"
         panels.append(
             (
-                f"{column}: {detector.method}{scored} (threshold {detector.threshold:g})",
+                f"{column}: {detector.method}{scored} ({limit})",
                 detector,
                 latest_shares[column],
-                bool(verdict.get("drift")),
+                bool(verdict.get("drift")) and not expected,
             )
         )
     if panels:
@@ -144,6 +148,57 @@ def _windows_table(windows: list[dict[str, T.Any]]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _counted(window: dict[str, T.Any]) -> str:
+    """How the share was counted, when the contract expects some columns to drift."""
+    drift = window["data_drift"]
+    if not drift.get("expected_columns"):
+        return ""
+    return f" of {drift['counted_columns']} counted column(s)"
+
+
+def _expected_drift(window: dict[str, T.Any]) -> str:
+    drift = window["data_drift"]
+    expected = drift.get("expected_columns") or []
+    if not expected:
+        return ""
+    drifted = drift.get("expected_drifted_columns") or []
+    names = ", ".join(html.escape(str(c)) for c in expected)
+    moved = ", ".join(html.escape(str(c)) for c in drifted) or "none"
+    return (
+        f"<p id='expected-drift'>Drift expected by the contract in {names}: scored and shown, "
+        f"marked <em>expected</em>, not counted in the drift share or the status (drifting "
+        f"in the latest window: {moved}).</p>"
+    )
+
+
+def _reference_performance(windows: list[dict[str, T.Any]]) -> str:
+    """Which rows the reference performance came from: held out, or in-sample (optimistic)."""
+    performance = next(
+        (w["performance"] for w in windows if (w.get("performance") or {}).get("reference_source")),
+        None,
+    )
+    if performance is None:
+        return ""
+    source, metric = performance["reference_source"], performance["metric"]
+    figure = (performance.get("reference") or {}).get(metric)
+    said = str(source["source"])  # training's and the gate's sources name rows, or period
+    count = None if source.get("rows") is None else f"{source['rows']:,} rows"
+    rows = "" if count is None or count in said else f", {count}"
+    start, end = str(source.get("start") or "")[:10], str(source.get("end") or "")[:10]
+    period = f", {start} .. {end}" if start and end and start not in said else ""
+    text = (
+        f"Reference performance ({html.escape(source['kind'].replace('_', '-'))}): {html.escape(str(metric))} "
+        f"{_number(figure)} from {html.escape(source['source'])}{rows}{period}: {html.escape(source['note'])}."
+    )
+    in_sample = (performance.get("reference_in_sample") or {}).get(metric)
+    if source["kind"] == "held_out" and in_sample is not None:
+        text += f" The model's in-sample fit ({_number(in_sample)}) is not used: it has seen those labels."
+    if source.get("segments") and source["segments"] != source["kind"]:
+        text += f" Per-segment reference figures: {html.escape(source['segments'].replace('_', '-'))} rows."
+    css = " class='drift'" if source.get("optimistic") else ""
+    return f"<p id='reference-performance'{css}>{text}</p>"
+
+
 def _missing_columns(window: dict[str, T.Any]) -> str:
     missing = window["data_quality"]["missing_columns"]
     if not missing:
@@ -166,11 +221,18 @@ def _drift_table(window: dict[str, T.Any]) -> str:
     entries = _drift_entries(window)
     rows = "".join(
         f"<tr><td>{html.escape(c)}</td><td>{r['method']}</td>"
-        f"<td class='{'drift' if r['drift'] else ''}'>{_number(r['score'])}</td>"
-        f"<td>{r['threshold']:g}</td><td>{'drift' if r['drift'] else 'ok'}</td></tr>"
+        f"<td class='{'drift' if r['drift'] and not r.get('expected') else ''}'>{_number(r['score'])}</td>"
+        f"<td>{r['threshold']:g}</td><td>{_verdict(r)}</td></tr>"
         for c, r in entries.items()
     )
     return f"<table><tr><th>column</th><th>method</th><th>score</th><th>threshold</th><th>verdict</th></tr>{rows}</table>"
+
+
+def _verdict(entry: dict[str, T.Any]) -> str:
+    """drift, ok, or for a column the contract expects to drift: "drift (expected)"."""
+    if not entry["drift"]:
+        return "ok (expected)" if entry.get("expected") else "ok"
+    return "drift (expected, not counted)" if entry.get("expected") else "drift"
 
 
 def _number(value: float | None) -> str:

@@ -121,6 +121,9 @@ def _is_terminal(stream: T.Any) -> bool:
 
 
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# Also written into the environment by MLflow (``set_experiment``), and handed back by stop():
+# a later job, or a subprocess, in the same process must not inherit another store's ids.
+_SAVED_VARIABLES = (*_URI_VARIABLES, "MLFLOW_EXPERIMENT_ID")
 # MLflow's HTTP client settings, bounded while the service starts (see MlflowService.start).
 _REQUEST_VARIABLES = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
 
@@ -182,7 +185,7 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         # MLflow writes the URIs it is given into the environment (for subprocesses): remember
         # the user's own values, so that stop() restores them and overrides stay overrides.
         if not self._saved_environment:
-            self._saved_environment = {name: os.environ.get(name) for name in _URI_VARIABLES}
+            self._saved_environment = {name: os.environ.get(name) for name in _SAVED_VARIABLES}
         mlflow.set_tracking_uri(self.effective_tracking_uri)
         mlflow.set_registry_uri(self.effective_registry_uri)
         try:

@@ -17,6 +17,7 @@ if T.TYPE_CHECKING:
     from bikes.jobs.inference import InferenceJob
     from bikes.jobs.monitoring import MonitoringJob
     from bikes.jobs.promotion import PromotionJob
+    from bikes.jobs.retraining import RetrainingJob
     from bikes.jobs.serving import ServingJob
     from bikes.jobs.traffic import TrafficJob
     from bikes.jobs.training import TrainingJob
@@ -27,6 +28,7 @@ __all__ = [
     "InferenceJob",
     "MonitoringJob",
     "PromotionJob",
+    "RetrainingJob",
     "ServingJob",
     "TrafficJob",
     "TrainingJob",

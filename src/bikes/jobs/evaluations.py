@@ -5,24 +5,32 @@ task, the target and the features. Both models predict the same validated rows o
 their class probabilities, for a classifier); ``mlflow.models.evaluate`` scores each
 (``model_type="regressor"`` or ``"classifier"``, plus our ``SklearnMetric``s),
 ``mlflow.validate_evaluation_results`` judges every ``Threshold``, a paired bootstrap checks
-that asked-for improvements exceed the noise, and per-segment metrics catch a model that is
-better on average but worse where it matters (``bikes.core.gate``). The verdict is written to
-the run and to the candidate version before the job fails, with the champion version it was
-compared against: ``promote_on_pass`` then moves the champion alias only if it still points
-there (``registry.promote``, a compare-and-set), else ``bikes`` exits 5 and nothing moves.
+that asked-for improvements exceed the noise and that non-inferiority margins hold at the
+interval's worse end, and per-segment metrics catch a model that is better on average but
+worse where it matters (``bikes.core.gate``). The verdict is written to the run (tag
+``gate_verdict``, metric ``gate_passed``; a blocked run ends ``FAILED``) and to the candidate
+version before the job fails, with the champion version it was compared against, and the
+candidate's figures on these rows become its ``held_out_performance`` (monitoring's
+reference). ``promote_on_pass`` then moves the champion alias only if it still points there
+(``registry.promote``, a compare-and-set), else ``bikes`` exits 5 and nothing moves. A
+candidate that is the baseline itself is reported and skipped: no verdict, exit 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import tempfile
 import typing as T
 import warnings
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pydantic as pdt
 from loguru import logger
+from mlflow.exceptions import MlflowException
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 from mlflow.pyfunc import PyFuncModel
 from sklearn.exceptions import UndefinedMetricWarning
@@ -32,12 +40,22 @@ from bikes.core.comparison import Bootstrap, Slicing, slice_table
 from bikes.core.contract import Contract
 from bikes.core.errors import ContractError, InputError
 from bikes.core.gate import (
+    GATE_PASSED_METRIC,
+    GATE_VERDICT_TAG,
     VALIDATION_CHAMPION_ALIAS_TAG,
     VALIDATION_CHAMPION_TAG,
     VALIDATION_RUN_TAG,
     VALIDATION_STATUS_TAG,
 )
-from bikes.core.metrics import Labels, SklearnMetric, Threshold, as_classes
+from bikes.core.metrics import (
+    Labels,
+    SklearnMetric,
+    Threshold,
+    as_classes,
+    classification_metrics,
+    regression_metrics,
+)
+from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 from bikes.io import registry
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
 from bikes.io.datasets import ParquetReader
@@ -46,6 +64,8 @@ from bikes.jobs.base import Job, Locals
 __all__ = ["VALIDATION_RUN_TAG", "VALIDATION_STATUS_TAG", "EvaluationsJob"]
 
 Answer = tuple[np.ndarray, tuple[list[T.Any], np.ndarray] | None]  # predictions, (classes, probs)
+HELD_OUT_ARTIFACT = "gate/held_out.parquet"  # the gate's rows with the candidate's answers
+_VERSION_SOURCE = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")  # a copied version
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +81,7 @@ class Evidence:
     outputs: dict[str, gate.Outputs]
     plan: gate.Plan
     champion: str | None = None  # the champion alias's version when the gate started
+    probabilities: tuple[list[T.Any], np.ndarray] | None = None  # the candidate's, per class
 
     @property
     def candidate(self) -> registry.ModelRef:
@@ -123,7 +144,9 @@ class EvaluationsJob(Job):
         "probabilities (classification).",
     )
     bootstrap: Bootstrap = pdt.Field(
-        default=Bootstrap(), description="The paired bootstrap an improvement must clear."
+        default=Bootstrap(),
+        description="The paired bootstrap interval of each change: an asked-for gain must "
+        "clear its noise, a non-inferiority margin must hold at its worse end.",
     )
     slicing: Slicing = pdt.Field(
         default=Slicing(), description="Segments scored separately, and how much worse any may get."
@@ -153,16 +176,22 @@ class EvaluationsJob(Job):
 
     def run(self) -> Locals:
         client = self.mlflow_service.client()
-        evidence = self._gather(client)
-        candidate, baseline = evidence.candidate, evidence.baseline
+        candidate = self._candidate(client)
+        # Read once, before any work: the version every later promotion is checked against.
+        champion = registry.alias_version(client, candidate.name, self.champion_alias)
+        baseline = self._baseline(client, candidate.name, champion)
+        if baseline is not None and _same_model(client, candidate, baseline):
+            return self._skip(candidate, baseline, champion)
+        evidence = self._gather(client, candidate, baseline, champion)
         with mlflow.start_run(run_name=self.run_name) as run:
             results = {name: self._evaluate(name, evidence) for name in evidence.outputs}
             decision = self._decide(evidence, results)
             self._record(run.info.run_id, client, evidence, decision)
-        if not decision.passed:
-            raise ModelValidationFailedException(
-                f"candidate {candidate.uri} blocked: " + "; ".join(decision.failures)
-            )
+            self._record_held_out(run.info.run_id, client, evidence)
+            if not decision.passed:  # raised inside the run, which MLflow then ends FAILED
+                raise ModelValidationFailedException(
+                    f"candidate {candidate.uri} blocked: " + "; ".join(decision.failures)
+                )
         if self.promote_on_pass:
             registry.promote(
                 client,
@@ -180,6 +209,7 @@ class EvaluationsJob(Job):
             )
         return {
             "run_id": run.info.run_id,
+            "verdict": decision.status,
             "task": evidence.contract.task,
             "candidate_version": candidate.version,
             "baseline_version": None if baseline is None else baseline.version,
@@ -190,14 +220,50 @@ class EvaluationsJob(Job):
             "metrics": results,
         }
 
-    def _gather(self, client: T.Any) -> Evidence:
+    def _skip(
+        self, candidate: registry.ModelRef, baseline: registry.ModelRef, champion: str | None
+    ) -> Locals:
+        """The candidate is the baseline itself: said, and nothing judged. No verdict, no
+        ``validation_status`` changed, nothing promoted; the run says ``skipped``."""
+        is_champion = (baseline.name, baseline.version) == (candidate.name, champion)
+        role = "champion" if is_champion else "baseline"
+        same = "" if baseline.uri == candidate.uri else " (the same logged model)"
+        reason = f"candidate {candidate.uri} is the {role}{same}: nothing to compare"
+        logger.warning("{}; no verdict written, nothing promoted", reason)
+        with mlflow.start_run(run_name=self.run_name) as run:
+            mlflow.set_tags(
+                {
+                    "candidate_version": candidate.version,
+                    "baseline_version": baseline.version,
+                    "champion_version": gate.champion_tag(champion),
+                    "verdict": gate.SKIPPED,
+                    GATE_VERDICT_TAG: gate.SKIPPED,
+                    "gate_reason": reason,
+                }
+            )
+        return {
+            "run_id": run.info.run_id,
+            "verdict": gate.SKIPPED,
+            "reason": reason,
+            "candidate_version": candidate.version,
+            "baseline_version": baseline.version,
+            "champion_version": champion,
+            "promoted": False,
+            "verdicts": [],
+            "slices": pd.DataFrame(),
+            "metrics": {},
+        }
+
+    def _gather(
+        self,
+        client: T.Any,
+        candidate: registry.ModelRef,
+        baseline: registry.ModelRef | None,
+        champion: str | None,
+    ) -> Evidence:
         """Read and validate the rows, resolve the contract, let each model answer once."""
         inputs = self.inputs.read().reset_index(drop=True)
         targets = None if self.targets is None else self.targets.read()
-        candidate = self._candidate(client)
-        # Read once, before any work: the version every later promotion is checked against.
-        champion = registry.alias_version(client, candidate.name, self.champion_alias)
-        baseline = self._baseline(client, candidate.name, champion)
         refs = {"candidate": candidate} | ({} if baseline is None else {"baseline": baseline})
         models = {name: registry.load(ref) for name, ref in refs.items()}
         contract = resolve_contract(client, candidate, self.contract, model=models["candidate"])
@@ -218,7 +284,10 @@ class EvaluationsJob(Job):
             scores=all(o.scores is not None for o in outputs.values()),
         )
         self._check_slicing(frame, plan.slicing)
-        return Evidence(refs, contract, frame, truth, labels, outputs, plan, champion)
+        probabilities = answers["candidate"][1]
+        return Evidence(
+            refs, contract, frame, truth, labels, outputs, plan, champion, probabilities
+        )
 
     def _decide(self, evidence: Evidence, results: dict[str, dict[str, float]]) -> gate.Decision:
         """Thresholds, noise and one-class check (``gate.judge``), then the segments."""
@@ -444,21 +513,23 @@ class EvaluationsJob(Job):
                 "champion_version": gate.champion_tag(evidence.champion),
                 "task": evidence.contract.task,
                 "verdict": decision.status,
+                GATE_VERDICT_TAG: decision.status,  # a column of the runs list
             }
         )
+        mlflow.log_metric(GATE_PASSED_METRIC, 1.0 if decision.passed else 0.0)
         mlflow.log_table(table, "gate/verdict.json")
         mlflow.log_text(_text_table(table), "gate/verdict.txt")
         if not slices.empty:
             mlflow.log_table(slices, "gate/slices.json")
-        for v in decision.verdicts:
-            if v.interval is not None:
-                mlflow.log_metrics(
-                    {
-                        f"difference_{v.metric}": v.interval.difference,
-                        f"difference_{v.metric}_low": v.interval.low,
-                        f"difference_{v.metric}_high": v.interval.high,
-                    }
-                )
+        intervals = {v.metric: v.interval for v in decision.verdicts if v.interval is not None}
+        for metric, interval in intervals.items():  # once per metric, however many checks
+            mlflow.log_metrics(
+                {
+                    f"difference_{metric}": interval.difference,
+                    f"difference_{metric}_low": interval.low,
+                    f"difference_{metric}_high": interval.high,
+                }
+            )
         registry.set_tags(
             client,
             candidate,
@@ -472,6 +543,76 @@ class EvaluationsJob(Job):
         (logger.success if decision.passed else logger.error)(
             "Gate {} for {} version {}", decision.status.upper(), candidate.name, candidate.version
         )
+
+    def _record_held_out(self, run_id: str, client: T.Any, evidence: Evidence) -> None:
+        """The candidate's figures on these rows, which it did not train on, as its
+        ``held_out_performance`` tag (monitoring's reference performance), the rows and its
+        answers logged beside the verdict; whatever the verdict."""
+        contract, frame = evidence.contract, evidence.frame
+        predictions = evidence.outputs["candidate"].predictions
+        rows = frame.assign(**{contract.prediction: predictions})
+        if evidence.labels is None:
+            figures = regression_metrics(evidence.truth, predictions)
+        else:
+            classes, probabilities = evidence.probabilities or (None, None)
+            figures = classification_metrics(
+                evidence.truth,
+                predictions,
+                positive_class=evidence.labels.positive,
+                classes=classes,
+                probabilities=probabilities,
+            )
+            if classes is not None and contract.score is not None:
+                scores = contract.score_frame(classes, probabilities)
+                rows = rows.assign(**{c: scores[c].to_numpy() for c in scores.columns})
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / Path(HELD_OUT_ARTIFACT).name
+            rows.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), artifact_path=str(Path(HELD_OUT_ARTIFACT).parent))
+        start = end = None
+        if contract.timestamp is not None and contract.timestamp in frame.columns:
+            times = pd.to_datetime(frame[contract.timestamp])
+            start, end = times.min().to_pydatetime(), times.max().to_pydatetime()
+        record = HeldOutPerformance(
+            source=f"gate test split {self.inputs.source} ({len(frame):,} rows)",
+            rows=len(frame),
+            start=start,
+            end=end,
+            metrics=figures,
+            predictions_uri=f"runs:/{run_id}/{HELD_OUT_ARTIFACT}",
+        )
+        registry.set_tags(client, evidence.candidate, {HELD_OUT_TAG: record.to_tag()})
+        logger.info(
+            "{} {}: {}",
+            evidence.candidate.uri,
+            HELD_OUT_TAG,
+            ", ".join(f"{name}={value:.4g}" for name, value in figures.items()),
+        )
+
+
+def _same_model(client: T.Any, candidate: registry.ModelRef, baseline: registry.ModelRef) -> bool:
+    """Whether the candidate is the baseline itself: the same version, or versions registered
+    from the same run's same logged model (a copy of a version follows to its original)."""
+    if (candidate.name, candidate.version) == (baseline.name, baseline.version):
+        return True
+    first, second = _origin(client, candidate), _origin(client, baseline)
+    return first[1] is not None and first == second
+
+
+def _origin(client: T.Any, ref: registry.ModelRef) -> tuple[str | None, str | None]:
+    """``(run_id, source)`` of the logged model behind a version, through copies (a copy's
+    source is ``models:/NAME/VERSION``)."""
+    found = client.get_model_version(ref.name, ref.version)
+    for _ in range(20):  # a chain of copies; a loop cannot happen, but never spin
+        source = str(found.source) if found.source else None
+        match = _VERSION_SOURCE.match(source or "")
+        if match is None:
+            break
+        try:
+            found = client.get_model_version(match["name"], match["version"])
+        except MlflowException:
+            break  # the original is gone: the copy's own source is all there is
+    return (found.run_id or None), (str(found.source) if found.source else None)
 
 
 def _outputs(answer: Answer, truth: np.ndarray, labels: Labels | None) -> gate.Outputs:

@@ -27,9 +27,11 @@ from bikes.core.monitoring import (
     DriftSettings,
     Monitor,
     PerformanceSettings,
+    ReferenceOrigin,
     long_rows,
 )
 from bikes.core.redaction import redact
+from bikes.core.reference import HELD_OUT_TAG
 from bikes.io import registry, reports
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
 from bikes.io.datasets import ParquetReader, check_writable, write_text
@@ -111,9 +113,11 @@ class MonitoringJob(Job):
     reference: ChampionReference | ParquetReader = pdt.Field(
         default_factory=ChampionReference,
         discriminator="KIND",
-        description="The baseline: a registered version's reference data (ChampionReference) "
-        "or any parquet table (ParquetReader) with the features, and, for performance, the "
-        "target and prediction columns.",
+        description="The baseline: a registered version's reference data (ChampionReference: "
+        "drift against its training rows, performance against its held_out_performance "
+        "record, else its in-sample fit, flagged optimistic) or any parquet table "
+        "(ParquetReader) with the features, and, for performance, the target and prediction "
+        "columns.",
     )
     current: StoreReader | ParquetReader = pdt.Field(
         default_factory=StoreReader,
@@ -163,6 +167,31 @@ class MonitoringJob(Job):
         "potential, detected, no_data: a window without rows stops any fail_on but never).",
     )
     run_name: str = pdt.Field(default="monitoring", description="The MLflow run's name.")
+    on_finding: T.Literal["none", "retrain"] = pdt.Field(
+        default="none",
+        description="retrain: a window whose status is detected starts the retraining job "
+        "(job.retraining), at most once per retrain_cooldown; its outcome is in the "
+        "retraining's results_path and on this run (tags retraining, retraining_run_id).",
+    )
+    retraining: str | dict[str, T.Any] = pdt.Field(
+        default="confs/retraining.yaml",
+        description="The retraining job's config for on_finding: retrain, a path or inline "
+        "(config: <path> plus overrides); its store defaults to the current StoreReader's.",
+    )
+    retrain_cooldown: str = pdt.Field(
+        default="7D",
+        description="After a finding started a retraining, further findings wait this long "
+        "(a pandas duration): one drift episode retrains once.",
+    )
+
+    @pdt.model_validator(mode="after")
+    def _retraining_valid(self) -> T.Self:
+        if self.on_finding == "retrain":  # the retraining's config fails now, not at a finding
+            from bikes.jobs.retraining import check_cooldown, monitoring_retraining
+
+            check_cooldown(self.retrain_cooldown)
+            monitoring_retraining(self)
+        return self
 
     def run(self) -> Locals:
         self._check_channels()
@@ -221,13 +250,27 @@ class MonitoringJob(Job):
             path,
             report,
         )
+        retraining = self._retrain_on_finding(results, run.info.run_id)
         self._fail_if_asked(document["status"])
         self._fail_if_undelivered(undelivered)
-        return {"run_id": run.info.run_id, "status": document["status"], "results": document}
+        return {
+            "run_id": run.info.run_id,
+            "status": document["status"],
+            "results": document,
+            "retraining": retraining,
+        }
+
+    def _retrain_on_finding(self, results: list[dict[str, T.Any]], run_id: str) -> Locals | None:
+        if self.on_finding == "none":
+            return None
+        from bikes.jobs.retraining import retrain_on_finding
+
+        return retrain_on_finding(self, [result["status"] for result in results], run_id)
 
     def _monitor(self) -> Monitor:
         """The monitor, built here so the raw reference frame is freed as soon as it exists."""
-        reference, contract, source = self._reference()
+        reference, contract, origin = self._reference()
+        source = origin.name
         contract.check_kinds(reference, source)
         if contract.target is not None and contract.target not in reference.columns:
             raise ContractError(
@@ -249,19 +292,37 @@ class MonitoringJob(Job):
             contract.task,
             ", ".join(columns),
         )
-        return Monitor(
-            reference, contract, columns, self.drift, self._slicing(contract), self.performance
+        monitor = Monitor(
+            reference,
+            contract,
+            columns,
+            self.drift,
+            self._slicing(contract),
+            self.performance,
+            origin,
         )
+        _log_reference_performance(monitor)
+        return monitor
 
-    def _reference(self) -> tuple[pd.DataFrame, Contract, str]:
-        """The reference table, the contract it is read with, and where it came from."""
+    def _reference(self) -> tuple[pd.DataFrame, Contract, ReferenceOrigin]:
+        """The reference table, the contract it is read with, and where it came from: a
+        version's training rows (in-sample) with its held-out record, or a parquet table."""
         if isinstance(self.reference, ChampionReference):
             client = self.mlflow_service.client()
             ref = registry.resolve(client, self.reference.uri(self.registered_model))
             contract = resolve_contract(client, ref, self.contract)
-            return self.reference.read(client, ref), contract, f"the reference data of {ref.uri}"
+            frame = self.reference.read(client, ref)
+            record = self.reference.held_out(client, ref)
+            origin = ReferenceOrigin(
+                name=f"the reference data of {ref.uri}",
+                in_sample=True,
+                held_out=record,
+                held_out_rows=None if record is None else self.reference.held_out_rows(record),
+            )
+            return frame, contract, origin
         frame = self.reference.read()
-        return frame, (self.contract or Contract()).with_columns(frame), self.reference.source
+        contract = (self.contract or Contract()).with_columns(frame)
+        return frame, contract, ReferenceOrigin(name=self.reference.source)
 
     def _columns(self, reference: pd.DataFrame, contract: Contract, source: str) -> list[str]:
         """The contract's features by default; ``job.columns`` may narrow (or name others).
@@ -492,6 +553,30 @@ def _undelivered(
         "error": error,
         "message": alert["message"],
     }
+
+
+def _log_reference_performance(monitor: Monitor) -> None:
+    """Say where the reference performance comes from; warn when it is the in-sample fit."""
+    source = monitor.reference_source
+    if monitor.target is None or monitor.reference_performance is None:
+        return
+    figure = monitor.reference_performance.get(monitor.metric)
+    if source["optimistic"]:
+        logger.warning(
+            "Reference performance: {}: {} (set the version's {} tag: bikes training and the "
+            "gate write it)",
+            source["source"],
+            source["note"],
+            HELD_OUT_TAG,
+        )
+    else:
+        logger.info(
+            "Reference performance {}={}: {} ({})",
+            monitor.metric,
+            "n/a" if figure is None else f"{figure:.4g}",
+            source["source"],
+            source["note"],
+        )
 
 
 def _warn(result: dict[str, T.Any]) -> None:

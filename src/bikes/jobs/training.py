@@ -19,14 +19,16 @@ from bikes.core.errors import ConfigError
 from bikes.core.metrics import classification_metrics, regression_metrics
 from bikes.core.models import GradientBoostingConfig, ModelConfig
 from bikes.core.redaction import redact_url, redact_values
+from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance, validation_source
 from bikes.io import registry
 from bikes.io.contracts import CONTRACT_ARTIFACT, CONTRACT_TAG, ContractSpec, log_contract
 from bikes.io.datasets import ParquetReader
 from bikes.jobs.base import Job, Locals
 
 REFERENCE_ARTIFACT = "reference/reference.parquet"
+HELD_OUT_ARTIFACT = "reference/held_out.parquet"
 REFERENCE_TAG = "reference_data"
-__all__ = ["CONTRACT_ARTIFACT", "CONTRACT_TAG", "REFERENCE_TAG", "TrainingJob"]
+__all__ = ["CONTRACT_ARTIFACT", "CONTRACT_TAG", "HELD_OUT_TAG", "REFERENCE_TAG", "TrainingJob"]
 
 
 class TrainingJob(Job):
@@ -35,7 +37,10 @@ class TrainingJob(Job):
     The contract says the task (a regressor or a classifier is fitted), the label and the
     features (default: every column without another role). With a timestamp, the validation
     rows are the *last* ``validation_share`` of the period: a model is always asked about the
-    future, so it is measured on the future.
+    future, so it is measured on the future. Those figures, with the rows' period and count,
+    are the version's ``held_out_performance`` tag (monitoring's reference performance until
+    the gate records its test-split figures), and the rows with their predictions an artifact
+    (``reference/held_out.parquet``: the per-segment reference).
     """
 
     KIND: T.Literal["TrainingJob"] = "TrainingJob"
@@ -79,7 +84,7 @@ class TrainingJob(Job):
                 frame, source=redact_url(self.inputs.source), name="train", targets=target_name
             )
             mlflow.log_input(dataset, context="training")
-            metrics = self._validate(features, target, contract)
+            metrics, held_out = self._validate(frame, contract)
             if metrics:
                 mlflow.log_metrics({f"validation_{name}": value for name, value in metrics.items()})
             logger.info("Fitting a {} {} on {} rows", self.model.KIND, contract.task, len(frame))
@@ -101,14 +106,15 @@ class TrainingJob(Job):
                 run_id=run.info.run_id,
             )
             client = self.mlflow_service.client()
-            registry.set_tags(
-                client,
-                ref,
-                {
-                    REFERENCE_TAG: f"runs:/{run.info.run_id}/{REFERENCE_ARTIFACT}",
-                    CONTRACT_TAG: f"runs:/{run.info.run_id}/{CONTRACT_ARTIFACT}",
-                },
-            )
+            tags = {
+                REFERENCE_TAG: f"runs:/{run.info.run_id}/{REFERENCE_ARTIFACT}",
+                CONTRACT_TAG: f"runs:/{run.info.run_id}/{CONTRACT_ARTIFACT}",
+            }
+            if held_out is not None:
+                tags[HELD_OUT_TAG] = self._log_held_out(
+                    held_out, metrics, contract, run.info.run_id
+                )
+            registry.set_tags(client, ref, tags)
             if self.alias:
                 registry.set_alias(client, ref, self.alias)
         logger.success(
@@ -150,32 +156,72 @@ class TrainingJob(Job):
         return params
 
     def _validate(
-        self, features: pd.DataFrame, target: pd.Series, contract: Contract
-    ) -> dict[str, float]:
-        """Fit on the earlier rows and score on the later ones; empty when disabled."""
-        cut = int(len(features) * (1 - self.validation_share))
-        if self.validation_share == 0 or cut == 0 or cut == len(features):
-            return {}
+        self, frame: pd.DataFrame, contract: Contract
+    ) -> tuple[dict[str, float], pd.DataFrame | None]:
+        """Fit on the earlier rows and score on the later ones: the metrics, and the later rows
+        with the predictions (and score columns) of the model fitted without them; empty and
+        None when disabled."""
+        cut = int(len(frame) * (1 - self.validation_share))
+        if self.validation_share == 0 or cut == 0 or cut == len(frame):
+            logger.warning(
+                "No validation part (job.validation_share {}, {} rows): no held-out "
+                "performance recorded; monitoring will compare with the in-sample fit until "
+                "the gate records its test-split figures",
+                self.validation_share,
+                len(frame),
+            )
+            return {}, None
+        target_name = contract.require_target("training")
+        features, target = frame.loc[:, contract.feature_names], frame[target_name]
         estimator = self.model.pipeline(contract).fit(features.iloc[:cut], target.iloc[:cut])
         held_out = features.iloc[cut:]
+        predictions = estimator.predict(held_out)
+        rows = frame.iloc[cut:].reset_index(drop=True)
+        rows = rows.assign(**{contract.prediction: _plain(predictions)})
         if contract.is_classification:
+            probabilities = estimator.predict_proba(held_out)
             metrics = classification_metrics(
                 target.iloc[cut:],
-                estimator.predict(held_out),
+                predictions,
                 positive_class=contract.positive_class,
                 classes=list(estimator.classes_),
-                probabilities=estimator.predict_proba(held_out),
+                probabilities=probabilities,
             )
+            if contract.score is not None:
+                scores = contract.score_frame(list(estimator.classes_), probabilities)
+                rows = rows.assign(**{c: scores[c].to_numpy() for c in scores.columns})
         else:
-            metrics = regression_metrics(target.iloc[cut:], estimator.predict(held_out))
+            metrics = regression_metrics(target.iloc[cut:], predictions)
         logger.info(
             "Validation, fitted on the earlier {} rows and scored on the latest {}{}: {}",
             cut,
-            len(features) - cut,
+            len(frame) - cut,
             "" if contract.is_classification else f" (errors in {target.name}'s own units)",
             ", ".join(f"{name}={value:.3f}" for name, value in metrics.items()),
         )
-        return metrics
+        return metrics, rows
+
+    def _log_held_out(
+        self, rows: pd.DataFrame, metrics: dict[str, float], contract: Contract, run_id: str
+    ) -> str:
+        """Log the validation rows with their predictions; the ``held_out_performance`` tag."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / Path(HELD_OUT_ARTIFACT).name
+            rows.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), artifact_path=str(Path(HELD_OUT_ARTIFACT).parent))
+        start = end = None
+        if contract.timestamp is not None and contract.timestamp in rows.columns:
+            times = pd.to_datetime(rows[contract.timestamp])
+            start, end = times.min().to_pydatetime(), times.max().to_pydatetime()
+        record = HeldOutPerformance(
+            source=validation_source(self.validation_share, len(rows), start, end),
+            rows=len(rows),
+            start=start,
+            end=end,
+            metrics=metrics,
+            predictions_uri=f"runs:/{run_id}/{HELD_OUT_ARTIFACT}",
+        )
+        return record.to_tag()
 
     def _log_reference(
         self,
