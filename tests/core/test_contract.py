@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pydantic
@@ -230,3 +232,15 @@ def test_expected_drift_is_checked_once_features_come_from_a_signature_or_a_tabl
         contract.with_signature([("x", "double")], "models:/m/1")
     signed = contract.with_signature([("x", "double"), ("month", "long")], "models:/m/1")
     assert signed.feature_names == ["x", "month"]
+
+
+def test_as_naive_utc_converts_aware_times_and_names_an_overflow() -> None:
+    from bikes.core.contract import as_naive_utc
+
+    naive = dt.datetime(2012, 7, 1, 12, 30)
+    assert as_naive_utc(naive) is naive
+    assert as_naive_utc(None) is None
+    paris = dt.datetime(2012, 7, 1, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert as_naive_utc(paris) == dt.datetime(2012, 7, 1, 12, 30)  # worked by hand
+    with pytest.raises(ValueError, match="beyond years 1..9999"):
+        as_naive_utc(dt.datetime(9999, 12, 31, 23, 0, tzinfo=dt.timezone(dt.timedelta(hours=-10))))

@@ -11,6 +11,7 @@ Pure computation: loading a contract from a YAML file is ``bikes.io.contracts``'
 
 from __future__ import annotations
 
+import datetime as dt
 import typing as T
 
 import pandas as pd
@@ -375,3 +376,15 @@ def _kind_of_type(name: str, kind: str, model: str) -> FeatureKind:
         f"{model}: input {name!r} has type {kind}, which bikes cannot monitor; list the "
         "features in job.contract.features"
     )
+
+
+def as_naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """A time as the capture store keeps event times: UTC without a zone (a naive time is taken
+    as UTC already). ``ValueError`` when the conversion leaves Python's years 1..9999
+    ("9999-12-31T23:59:59-10:00")."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValueError(f"{moment} is beyond years 1..9999 in UTC") from None

@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bikes.core.contract import as_naive_utc
 from bikes.core.errors import InputError, first_line
 from bikes.core.redaction import redact, redact_url
 from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
@@ -80,12 +81,7 @@ class StoreReader(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
     @classmethod
     def _naive_utc(cls, moment: dt.datetime | None) -> dt.datetime | None:
         """The store's event times are naive UTC: an aware bound is converted, so it compares."""
-        if moment is None or moment.tzinfo is None:
-            return moment
-        try:
-            return moment.astimezone(dt.UTC).replace(tzinfo=None)
-        except OverflowError:
-            raise ValueError(f"{moment} is beyond years 1..9999 in UTC") from None
+        return as_naive_utc(moment)
 
     @pdt.field_validator("step")
     @classmethod

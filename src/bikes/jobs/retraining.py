@@ -36,7 +36,7 @@ from mlflow.entities import RunStatus
 from mlflow.models.evaluation.validation import ModelValidationFailedException
 from mlflow.tracking import MlflowClient
 
-from bikes.core.contract import Contract
+from bikes.core.contract import Contract, as_naive_utc
 from bikes.core.errors import ConfigError, InputError, PromotionConflictError, first_line
 from bikes.core.gate import VALIDATION_RUN_TAG
 from bikes.core.redaction import redact
@@ -126,10 +126,8 @@ class RetrainWindow(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
     @pdt.field_validator("start", "end")
     @classmethod
     def _naive_utc(cls, moment: dt.datetime | None) -> dt.datetime | None:
-        """The store's event times are naive UTC: an aware bound is converted to compare."""
-        if moment is None or moment.tzinfo is None:
-            return moment
-        return moment.astimezone(dt.UTC).replace(tzinfo=None)
+        """The store's event times are naive UTC: an aware bound is converted, so it compares."""
+        return as_naive_utc(moment)
 
     @pdt.field_validator("last")
     @classmethod

@@ -22,7 +22,7 @@ import pydantic as pdt
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from bikes.core.contract import Contract, Feature, Value
+from bikes.core.contract import Contract, Feature, Value, as_naive_utc
 
 # Signature types (MLflow's DataType names) and the Python values a request row must hold.
 _INTEGER_TYPES = frozenset({"long", "integer"})
@@ -203,11 +203,9 @@ def naive_utc(moment: dt.datetime) -> dt.datetime:
     """An event time as the store keeps it: UTC, without a zone. An aware time that leaves
     Python's years 1..9999 in the conversion ("9999-12-31T23:59:59-10:00") is a validation
     error naming the field, not an OverflowError in the request handler."""
-    if moment.tzinfo is None:
-        return moment
     try:
-        return moment.astimezone(dt.UTC).replace(tzinfo=None)
-    except OverflowError:
+        return T.cast(dt.datetime, as_naive_utc(moment))
+    except ValueError:
         raise _error(
             "datetime_range", "Input should be a datetime between years 1 and 9999 in UTC"
         ) from None
