@@ -115,3 +115,18 @@ def test_containers_run_the_cli_with_configs_that_exist() -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert "COPY docker/crontab ./docker/crontab" in dockerfile
     assert compose["services"]["scheduler"]["entrypoint"][-1] == "/app/docker/crontab"
+
+
+def test_the_image_holds_the_tables_its_scheduled_jobs_read() -> None:
+    """The scheduled retraining trains on the training config's table and gates on the test
+    split: the image builds both at build time with the data job, from the data it copies."""
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    runs = [line[4:].split() for line in dockerfile.splitlines() if line.startswith("RUN ")]
+    built_with = [run[1:] for run in runs if run and Path(run[0]).name == "bikes"]
+    assert built_with == [["confs/data.yaml"]]
+    data = scripts._settings([str(REPO / "confs" / "data.yaml")], []).job
+    assert f"COPY {data.source} " in dockerfile
+    built = {str(Path(data.output_dir) / f"{name}.parquet") for name in data.splits}
+    training = scripts._settings([str(REPO / "confs" / "training.yaml")], []).job
+    evaluations = scripts._settings([str(REPO / "confs" / "evaluations.yaml")], []).job
+    assert {training.inputs.path, evaluations.inputs.path} <= built
