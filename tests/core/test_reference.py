@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from bikes.core.errors import InputError
@@ -93,3 +94,14 @@ def test_a_malformed_tag_names_what_is_wrong(text: str, match: str) -> None:
 def test_validation_source_says_share_rows_and_period() -> None:
     text = validation_source(0.2, 2780, dt.datetime(2012, 4, 20, 5), dt.datetime(2012, 6, 30, 23))
     assert text == "validation split of training (last 20%, 2,780 rows, 2012-04-20..2012-06-30)"
+
+
+def test_event_period_is_the_rows_first_and_last_event_time() -> None:
+    from bikes.core.reference import event_period
+
+    rows = pd.DataFrame(
+        {"at": ["2012-07-02 05:00", "2012-07-01 03:00", "2012-07-03 23:00"], "x": [1, 2, 3]}
+    )
+    assert event_period(rows, "at") == (dt.datetime(2012, 7, 1, 3), dt.datetime(2012, 7, 3, 23))
+    assert event_period(rows, None) == (None, None)
+    assert event_period(rows, "missing") == (None, None)

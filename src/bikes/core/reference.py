@@ -22,6 +22,8 @@ import json
 import math
 import typing as T
 
+import pandas as pd
+
 from bikes.core.errors import InputError
 
 HELD_OUT_TAG = "held_out_performance"
@@ -143,3 +145,14 @@ def validation_source(
         f"validation split of training (last {share:.0%}, {rows:,} rows, "
         f"{start.date().isoformat()}..{end.date().isoformat()})"
     )
+
+
+def event_period(
+    frame: pd.DataFrame, timestamp: str | None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The earliest and latest event time of ``frame``'s rows; (None, None) without a
+    ``timestamp`` column."""
+    if timestamp is None or timestamp not in frame.columns:
+        return None, None
+    times = pd.to_datetime(frame[timestamp])
+    return times.min().to_pydatetime(), times.max().to_pydatetime()

@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import hashlib
 import re
+import tempfile
 import typing as T
 from pathlib import Path
 
@@ -315,3 +316,11 @@ def version_tags(client: MlflowClient, ref: ModelRef) -> dict[str, str]:
     """Every tag of a model version."""
     tags: dict[str, str] = client.get_model_version(ref.name, ref.version).tags
     return dict(tags)
+
+
+def log_table(frame: pd.DataFrame, artifact: str) -> None:
+    """``frame`` as a parquet artifact of the active run, at ``artifact`` (``dir/name.parquet``)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / Path(artifact).name
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tempfile
 import typing as T
 import warnings
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -55,7 +53,7 @@ from bikes.core.metrics import (
     classification_metrics,
     regression_metrics,
 )
-from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
+from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance, event_period
 from bikes.io import registry
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
 from bikes.io.datasets import ParquetReader
@@ -565,14 +563,8 @@ class EvaluationsJob(Job):
             if classes is not None and contract.score is not None:
                 scores = contract.score_frame(classes, probabilities)
                 rows = rows.assign(**{c: scores[c].to_numpy() for c in scores.columns})
-        with tempfile.TemporaryDirectory() as directory:
-            path = Path(directory) / Path(HELD_OUT_ARTIFACT).name
-            rows.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), artifact_path=str(Path(HELD_OUT_ARTIFACT).parent))
-        start = end = None
-        if contract.timestamp is not None and contract.timestamp in frame.columns:
-            times = pd.to_datetime(frame[contract.timestamp])
-            start, end = times.min().to_pydatetime(), times.max().to_pydatetime()
+        registry.log_table(rows, HELD_OUT_ARTIFACT)
+        start, end = event_period(frame, contract.timestamp)
         record = HeldOutPerformance(
             source=f"gate test split {self.inputs.source} ({len(frame):,} rows)",
             rows=len(frame),

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import tempfile
 import typing as T
 import warnings
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -19,7 +17,12 @@ from bikes.core.errors import ConfigError
 from bikes.core.metrics import classification_metrics, regression_metrics
 from bikes.core.models import GradientBoostingConfig, ModelConfig
 from bikes.core.redaction import redact_url, redact_values
-from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance, validation_source
+from bikes.core.reference import (
+    HELD_OUT_TAG,
+    HeldOutPerformance,
+    event_period,
+    validation_source,
+)
 from bikes.io import registry
 from bikes.io.contracts import CONTRACT_ARTIFACT, CONTRACT_TAG, ContractSpec, log_contract
 from bikes.io.datasets import ParquetReader
@@ -205,14 +208,8 @@ class TrainingJob(Job):
         self, rows: pd.DataFrame, metrics: dict[str, float], contract: Contract, run_id: str
     ) -> str:
         """Log the validation rows with their predictions; the ``held_out_performance`` tag."""
-        with tempfile.TemporaryDirectory() as directory:
-            path = Path(directory) / Path(HELD_OUT_ARTIFACT).name
-            rows.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), artifact_path=str(Path(HELD_OUT_ARTIFACT).parent))
-        start = end = None
-        if contract.timestamp is not None and contract.timestamp in rows.columns:
-            times = pd.to_datetime(rows[contract.timestamp])
-            start, end = times.min().to_pydatetime(), times.max().to_pydatetime()
+        registry.log_table(rows, HELD_OUT_ARTIFACT)
+        start, end = event_period(rows, contract.timestamp)
         record = HeldOutPerformance(
             source=validation_source(self.validation_share, len(rows), start, end),
             rows=len(rows),
@@ -239,10 +236,7 @@ class TrainingJob(Job):
                 list(estimator.classes_), estimator.predict_proba(features)
             )
             reference = reference.assign(**{c: scores[c].to_numpy() for c in scores.columns})
-        with tempfile.TemporaryDirectory() as directory:
-            path = Path(directory) / Path(REFERENCE_ARTIFACT).name
-            reference.to_parquet(path, index=False)
-            mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+        registry.log_table(reference, REFERENCE_ARTIFACT)
 
 
 def _plain(predictions: T.Any) -> T.Any:
