@@ -4,11 +4,15 @@ Both fit the same pipeline (``bikes.core.models``) on the same parquet file, eac
 process, so imports count on both sides. Prints median wall times and their ratio.
 
     uv run python benchmarks/training.py --repeat 3
+
+``--compare-src DIR`` also times the job with ``bikes`` imported from ``DIR`` (a copy of
+``src`` at another commit) in the same repeats: before and after, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -31,6 +35,12 @@ model.fit(frame[contract.feature_names], frame[contract.target])
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--repeat", type=int, default=3)
+    cli.add_argument(
+        "--compare-src",
+        default=None,
+        metavar="DIR",
+        help="also time the job with bikes imported from DIR (a copy of src/ from another commit)",
+    )
     args = cli.parse_args()
     env = clean_environment()
     with tempfile.TemporaryDirectory() as directory:
@@ -46,19 +56,41 @@ def main() -> None:
             "training job, validation_share=0 (1 fit)": lambda: bikes(one_fit, work, env),
             "training job, default (2 fits)": lambda: bikes(job, work, env),
         }
+        if args.compare_src is not None:
+            other = env | {"PYTHONPATH": args.compare_src}
+            cases["--compare-src job, validation_share=0"] = lambda: bikes(one_fit, work, other)
+            cases["--compare-src job, default (2 fits)"] = lambda: bikes(job, work, other)
         times: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.repeat):
             for name, case in cases.items():
+                before = _children_cpu()
                 times[name].append(case())
-    report(times, reference="bare sklearn script (1 fit)")
+                cpu[name].append(_children_cpu() - before)
+    report(times, reference="bare sklearn script (1 fit)", cpu=cpu)
 
 
-def report(times: dict[str, list[float]], reference: str) -> None:
+def _children_cpu() -> float:
+    """User + system seconds of every finished child process (and theirs) so far. It moves
+    less than wall time when other work loads the machine, but cannot show what a job runs
+    side by side (MLflow's import beside the fit)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def report(
+    times: dict[str, list[float]], reference: str, cpu: dict[str, list[float]] | None = None
+) -> None:
     base = statistics.median(times[reference])
-    print(f"{'case':<50} {'median s':>9} {'ratio':>7}")
+    extra = f" {'cpu s':>7} {'cpu ratio':>9}" if cpu else ""
+    print(f"{'case':<50} {'median s':>9} {'ratio':>7}{extra}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<50} {median:>9.2f} {median / base:>7.2f}")
+        line = f"{name:<50} {median:>9.2f} {median / base:>7.2f}"
+        if cpu:
+            used, base_cpu = statistics.median(cpu[name]), statistics.median(cpu[reference])
+            line += f" {used:>7.2f} {used / base_cpu:>9.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

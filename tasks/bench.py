@@ -4,7 +4,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 
-@task
+@task(help={"repeat": "timed runs per case; each ratio is taken from their medians"})
 def bench(c: Context, repeat: int = 3) -> None:
     """Run every benchmark under benchmarks/ (results belong in benchmarks/README.md)."""
     for script in ("training", "evaluations"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import typing as T
@@ -196,3 +197,89 @@ def test_mlflow_run_entry_point(workspace: tuple[Path, dict[str, str]], tmp_path
         mlflow.set_tracking_uri(None)
     assert list(runs["status"]) == ["FINISHED"]
     assert [v.run_id for v in versions] == list(runs["run_id"])
+
+
+def _help() -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bikes", "--help"],
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _section(text: str, title: str) -> list[str]:
+    """The indented lines under ``title`` in the help's epilog."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    body = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        body.append(line.strip())
+    return body
+
+
+def test_help_lists_every_job_kind_with_a_line_each() -> None:
+    from bikes.settings import JOB_MODULES  # what the CLI dispatches on
+
+    listed = {line.split()[0]: line.split(maxsplit=1)[1] for line in _section(_help(), "jobs")}
+    assert set(listed) == set(JOB_MODULES)
+    assert all(len(description) > 20 for description in listed.values())
+
+
+def test_help_lists_the_exit_codes_the_readme_documents() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    documented = {int(code) for code in re.findall(r"^\| (\d) \| ", readme, flags=re.M)}
+    listed = {int(line.split()[0]): line for line in _section(_help(), "exit codes")}
+    assert set(listed) == documented == set(range(8))
+    # The codes a script branches on say what they mean.
+    assert "gate" in listed[3]
+    assert "monitoring" in listed[4]
+    assert "champion moved" in listed[5]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import bikes.scripts",
+        "from bikes import scripts; scripts.parser().format_help()",
+        # A monitoring job's module: MLflow loads in the background while the job reads and
+        # scores (MlflowService.start_in_background), so the module itself must not import it.
+        "import bikes.jobs.monitoring",
+        "import bikes.jobs.training",  # the same, while both models are fitted
+    ],
+)
+def test_the_cli_and_the_monitoring_job_import_mlflow_only_when_a_job_needs_it(code: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}; import sys; print('mlflow' in sys.modules)"],
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_mlflow_started_in_the_background_still_fails_the_job_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], train_frame: pd.DataFrame
+) -> None:
+    """From the CLI, training loads MLflow while it fits (``defer_start``); a tracking server
+    that does not answer is still exit 2 naming it, and the job logs no model anywhere."""
+    train_frame.head(300).to_parquet(tmp_path / "train.parquet")
+    config = tmp_path / "training.yaml"
+    config.write_text(
+        f"job:\n  KIND: TrainingJob\n  inputs: {{path: {tmp_path / 'train.parquet'}}}\n"
+        f"  contract: {REPO / 'confs' / 'bikes-contract.yaml'}\n  model: {{max_iter: 5}}\n"
+        "  mlflow_service: {tracking_uri: 'http://127.0.0.1:9', timeout: 1}\n"
+    )
+    assert scripts.main([str(config)]) == scripts.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "bikes: error: MLflow tracking at http://127.0.0.1:9: unreachable within 1 s" in err
+    assert "Fitting a HistGradientBoosting regression on 300 rows" in err  # it did fit first

@@ -29,12 +29,51 @@ EXIT_CONFLICT = 5
 EXIT_UNDELIVERED = 6
 EXIT_CAPTURE_LOSS = 7
 
+# What ``bikes --help`` lists; a test checks the kinds against ``bikes.settings.JOB_MODULES``.
+# Written out rather than read from the job classes: importing them all costs seconds (MLflow,
+# scikit-learn, FastAPI), and help must be instant.
+JOBS: dict[str, str] = {
+    "DataJob": "split the raw hourly CSV into train, test and production parquet files",
+    "TrainingJob": "fit, validate on the latest rows, refit on all, register the model",
+    "EvaluationsJob": "the gate: a candidate against the champion on the test split",
+    "PromotionJob": "point an alias (champion) at a version the gate passed",
+    "InferenceJob": "score a parquet file with a registered version",
+    "ServingJob": "the HTTP prediction service, capturing what it answers",
+    "TrafficJob": "send a table to the service as live traffic, then its labels",
+    "MonitoringJob": "production windows against the reference: drift, quality, alerts",
+    "RetrainingJob": "retrain on captured labels, gate against the champion, promote",
+}
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_UNEXPECTED: "unexpected error, a bug (the traceback is shown)",
+    EXIT_INPUT: "config or input error (the message names the key, file or column)",
+    EXIT_GATE: "the evaluation gate blocked the candidate (CI must stop the deploy)",
+    EXIT_MONITORING: "monitoring found drift or degradation at or above job.fail_on",
+    EXIT_CONFLICT: "the champion moved while the gate ran (nothing was promoted)",
+    EXIT_UNDELIVERED: "alerts fired but were not delivered (retried on the next run)",
+    EXIT_CAPTURE_LOSS: "the service stopped with acknowledged rows it could not keep",
+}
+
+
+def _epilog() -> str:
+    jobs = "\n".join(f"  {kind:<15} {line}" for kind, line in JOBS.items())
+    codes = "\n".join(f"  {code}  {meaning}" for code, meaning in sorted(EXIT_CODES.items()))
+    return (
+        f"jobs (the config's job.KIND; examples in confs/):\n{jobs}\n\n"
+        f"exit codes:\n{codes}\n\n"
+        "examples:\n"
+        "  bikes confs/training.yaml -e job.run_name=nightly\n"
+        "  BIKES_JOB__RUN_NAME=nightly bikes confs/training.yaml   (environment override)\n"
+        "  bikes --schema   (every job's settings, as JSON schema)"
+    )
+
 
 def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(
         prog="bikes",
         description="Run a bikes job from YAML configs, merged left to right.",
-        epilog="Example: bikes confs/training.yaml -e job.run_name=nightly",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cli.add_argument("configs", nargs="*", metavar="CONFIG", help="YAML config file(s)")
     cli.add_argument(
@@ -66,6 +105,9 @@ def main(argv: T.Sequence[str] | None = None) -> int:
 
     try:
         settings = _settings(args.configs, args.extras)
+        if getattr(settings.job, "waits_for_mlflow", False):
+            # MLflow (about 4 s to import and open) loads while the job reads and computes.
+            settings.job.mlflow_service.defer_start()
         with redacted_output(), settings.job as job:
             job.run()
     except Exception as error:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
+import sys
 import threading
 import typing as T
 from pathlib import Path
@@ -58,7 +60,11 @@ def hook(statuses: list[int]) -> T.Iterator[tuple[str, list[dict[str, T.Any]], l
 
 
 def _job(
-    services: dict[str, T.Any], tmp_path: Path, store: str, channels: list[dict[str, T.Any]]
+    services: dict[str, T.Any],
+    tmp_path: Path,
+    store: str,
+    channels: list[dict[str, T.Any]],
+    alerts: list[dict[str, T.Any]] = [RULE],  # noqa: B006 (never mutated)
 ) -> MonitoringJob:
     return MonitoringJob.model_validate(
         {
@@ -67,7 +73,7 @@ def _job(
             "metrics_store_uri": f"sqlite:///{tmp_path / 'metrics.db'}",
             "results_path": str(tmp_path / "monitoring.json"),
             "report_path": str(tmp_path / "monitoring.html"),
-            "alerts": [RULE],
+            "alerts": alerts,
             "channels": channels,
             **services,
         }
@@ -226,3 +232,75 @@ def test_an_older_alerts_table_keeps_its_cooldown(tmp_path: Path) -> None:
     assert not tables.fired("status:*>=2:other", start, end.to_pydatetime())
     assert sa.inspect(store.engine).has_table("monitoring_alerts_undelivered")
     store.dispose()
+
+
+def test_many_alerts_on_the_log_channel_are_one_warning_line_and_each_a_debug_line(
+    production_store: str,
+    services: dict[str, T.Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A drift score at or above 0 fires on every scored column: a dozen alerts for one
+    window. The log says so in one warning line (counts by severity and check); each alert is
+    a debug line, and each is in the results JSON."""
+    from loguru import logger
+
+    every_column = {"check": "drift_score", "threshold": 0.0, "severity": "warning"}
+    debug: list[str] = []
+    rules = [RULE, every_column]
+    with _job(services, tmp_path, production_store, [{"KIND": "log"}], rules) as job:
+        # after the job's logger service started (it replaces every sink), until it stops
+        sink = logger.add(debug.append, level="DEBUG", format="{level} {message}")
+        result = job.run()
+    with contextlib.suppress(ValueError):  # gone if a later logger service replaced it
+        logger.remove(sink)
+    alerts = result["results"]["alerts"]
+    drifting = [a for a in alerts if a["check"] == "drift_score"]
+    assert len(drifting) >= 10
+    assert len(alerts) == len(drifting) + 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "ALERT" in line] == [
+        line for line in err.splitlines() if "ALERTS: " in line
+    ]
+    (summary,) = [line for line in err.splitlines() if "ALERTS: " in line]
+    assert summary.endswith(
+        f"ALERTS: {len(alerts)} fired ({len(drifting)} warning, 1 critical): "
+        f"drift_score x{len(drifting)}, dataset_drift_share x1; each in the results JSON, the "
+        "monitoring_alerts table and the debug log"
+    )
+    details = [line.rstrip("\n") for line in debug if line.startswith("DEBUG ALERT [")]
+    assert sorted(details) == sorted(
+        f"DEBUG ALERT [{a['severity']}] {a['message']}" for a in alerts
+    )
+
+
+def test_alert_lines_never_share_a_line_with_a_progress_bar(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A progress bar drawn on stderr (as monitoring's windows bar is) is cleared before the
+    alert lines and drawn again after: each log line starts a line of its own."""
+    from tqdm import tqdm
+
+    from bikes.io.services import LoggerService
+
+    alerts = [
+        {"severity": "warning", "check": "drift_score", "message": f"bikes: drift on c{i}"}
+        for i in range(3)
+    ]
+    service = LoggerService(level="INFO", colorize=False)
+    service.start()
+    try:
+        for one_or_many in (alerts[:1], alerts):
+            bar = tqdm(total=10, desc="monitoring windows", file=sys.stderr, mininterval=0)
+            bar.update(4)
+            assert Channel(KIND="log").deliver(one_or_many) is None
+            bar.update(6)
+            bar.close()
+    finally:
+        service.stop()
+    err = capsys.readouterr().err
+    lines = [line.split("\r")[-1] for line in err.split("\n") if "ALERT" in line]
+    assert len(lines) == 2
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| WARNING", ln) for ln in lines)
+    assert "ALERT [warning] bikes: drift on c0" in lines[0]
+    assert "ALERTS: 3 fired (3 warning): drift_score x3" in lines[1]

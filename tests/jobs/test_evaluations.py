@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing as T
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from bikes.io.contracts import load_contract
 from bikes.jobs.evaluations import VALIDATION_RUN_TAG, VALIDATION_STATUS_TAG, EvaluationsJob
 from bikes.jobs.promotion import PromotionJob
 from bikes.jobs.training import TrainingJob
-from tests.conftest import BIKES_CONTRACT, FAST_MODEL, started
+from tests.conftest import BIKES_CONTRACT, FAST_MODEL, clean_environment, run_bikes, started
 
 NAME = "gate"
 CONTRACT = load_contract(str(BIKES_CONTRACT))
@@ -507,3 +508,109 @@ def test_one_table_with_the_target_and_a_targets_table_agree(
 def test_threshold_direction_must_agree_with_its_metric(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="greater_is_better=False contradicts r2_score"):
         EvaluationsJob(thresholds={"r2_score": Threshold(threshold=0.5, greater_is_better=False)})
+
+
+def test_a_blocked_gate_reads_as_a_story_in_100_columns(
+    first_deploy: dict[str, T.Any],
+    dummy: str,
+    services: dict[str, T.Any],
+    splits_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The gate as a user runs it (a fresh process, its whole output): MLflow passes the
+    bounds it checks (a generous RMSE bound, an r2 above -10) while the non-inferiority margin
+    blocks the mean-predicting dummy. MLflow's "Model validation passed!" must not be printed
+    before a FAILED verdict; the verdict and segment tables fit 100 columns; every column and
+    the whole reasons stay in the run's gate/verdict.txt."""
+    config = tmp_path / "gate.yaml"
+    config.write_text(
+        "job:\n  KIND: EvaluationsJob\n"
+        f"  inputs: {{path: {splits_dir / 'test.parquet'}}}\n"
+        f"  contract: {BIKES_CONTRACT}\n"
+        f"  registered_model: {NAME}\n"
+        f"  candidate_uri: models:/{NAME}/{dummy}\n"
+        "  thresholds:\n"
+        "    root_mean_squared_error: {threshold: 1000, max_relative_degradation: 0.05}\n"
+        "    r2_score: {threshold: -10}\n"
+        "  bootstrap: {resamples: 20}\n"
+        f"  mlflow_service: {{tracking_uri: '{services['mlflow_service'].tracking_uri}'}}\n"
+    )
+    done = run_bikes([str(config)], tmp_path, clean_environment())
+    output = done.stdout + done.stderr
+    assert done.returncode == 3, output[-3000:]
+    assert "Model validation passed" not in output
+    assert "Validating candidate model metrics against baseline" not in output
+    assert "Testing metrics on first row" not in output  # MLflow's evaluator, once per model
+    lines = output.splitlines()
+    log_line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+    tables = {}
+    for title in ("Gate for ", "Segments ("):
+        (start,) = [i for i, line in enumerate(lines) if title in line]
+        end = next(i for i in range(start + 1, len(lines)) if log_line.match(lines[i]))
+        tables[title] = lines[start + 1 : end]
+    verdicts = tables["Gate for "]
+    assert verdicts[0].split()[:3] == ["metric", "check", "candidate"]
+    assert len(verdicts) >= 4  # a header, three checks, what failed
+    assert any("non_inferiority" in line and "failed" in line for line in verdicts)
+    assert any(line.startswith("  failed: root_mean_squared_error") for line in verdicts)
+    assert len(tables["Segments ("]) >= 2
+    too_wide = [line for table in tables.values() for line in table if len(line) > 100]
+    assert too_wide == []
+    assert any("Gate FAILED" in line for line in lines)
+    with started(services["mlflow_service"]):
+        client = _client(services)
+        version = client.get_model_version(NAME, dummy)
+        text = mlflow.artifacts.load_text(
+            f"runs:/{version.tags[VALIDATION_RUN_TAG]}/gate/verdict.txt"
+        )
+    header = text.splitlines()[0].split()
+    assert header == [
+        "metric",
+        "check",
+        "candidate",
+        "baseline",
+        "threshold",
+        "change",
+        "interval_low",
+        "interval_high",
+        "margin",
+        "verdict",
+        "reason",
+    ]
+    assert "beyond the margin" in text  # the whole reason of the failed check
+
+
+def test_the_console_verdicts_keep_names_whole_and_cut_only_what_the_files_keep() -> None:
+    """A hand-made table wider than any terminal: metric names stay whole, numbers are not
+    cut, the threshold column goes first, and a long reason wraps instead of running on."""
+    from bikes.core import gate
+
+    reason = "root_mean_squared_error: up to 144.2 worse than the baseline " + "x " * 80
+    row = {
+        "metric": "root_mean_squared_error",
+        "check": "non_inferiority",
+        "candidate": 191.41234,
+        "baseline": 55.3612,
+        "threshold": "at most 5.0% worse than baseline " + "and more " * 10,
+        "change": 136.05,
+        "interval_low": 128.8,
+        "interval_high": 144.2,
+        "margin": 2.768,
+        "verdict": "failed",
+        "reason": reason,
+    }
+    text = gate.console_verdicts(pd.DataFrame([row, {**row, "metric": "r2_score"}]))
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert lines[1].split()[:6] == [
+        "root_mean_squared_error",
+        "non_inferiority",
+        "191.4",
+        "55.36",
+        "136.1",
+        "+129",
+    ]
+    assert lines[2].startswith("r2_score ")
+    assert lines[3] == "(not shown: threshold; every column: gate/verdict.txt)"
+    wrapped = " ".join(line.strip() for line in lines[4:]).replace("failed: ", "")
+    assert wrapped.split() == (reason + " " + reason).split()

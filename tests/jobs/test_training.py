@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+import re
 import typing as T
 from pathlib import Path
 
@@ -279,3 +281,75 @@ def test_a_classifier_records_its_held_out_scores_too(
     )
     assert record.start is not None
     assert "validation split of training (last 20%" in record.source
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_the_validation_line_names_its_rows_and_units_and_the_model_states_its_environment(
+    splits_dir: Path,
+    services: dict[str, T.Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The log says which rows and units its figures are (the gate's differ: other rows);
+    the model's requirements are pinned, not inferred (no "Detected uv project" although the
+    tests run beside uv.lock, no pip-version warning), and it still loads and predicts."""
+    import importlib.metadata
+
+    job = TrainingJob.model_validate(
+        {
+            "inputs": {"path": str(splits_dir / "train.parquet"), "limit": 2000},
+            "contract": str(BIKES_CONTRACT),
+            "model": {"KIND": "HistGradientBoosting", "max_iter": 20, "log_target": True},
+            "validation_share": 0.25,
+            "registered_model": "bikes-environment",
+            **services,
+            "logger_service": {"level": "INFO", "colorize": False},
+        }
+    )
+    records = _Records()
+    logging.getLogger("mlflow").addHandler(records)
+    try:
+        with job:
+            result = job.run()
+    finally:
+        logging.getLogger("mlflow").removeHandler(records)
+    line = next(x for x in capsys.readouterr().err.splitlines() if "Validation part" in x)
+    assert "latest 25% of the training rows: 500, 2011-" in line
+    assert "model fitted on the earlier 1,500" in line
+    assert "cnt in original units, the model fits log1p" in line
+    assert "the gate scores the test split" in line
+    logged_r2 = float(re.search(r"\br2=(-?[\d.]+)", line).group(1))  # type: ignore[union-attr]
+    uri = f"models:/bikes-environment/{result['model_version']}"
+    with started(services["mlflow_service"]):
+        held_out = pd.read_parquet(
+            mlflow.artifacts.download_artifacts(
+                f"runs:/{result['run_id']}/{HELD_OUT_ARTIFACT}", dst_path=str(tmp_path / "h")
+            )
+        )
+        reference = pd.read_parquet(
+            mlflow.artifacts.download_artifacts(
+                f"runs:/{result['run_id']}/{REFERENCE_ARTIFACT}", dst_path=str(tmp_path / "r")
+            )
+        )
+        requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text()
+        served = mlflow.pyfunc.load_model(uri).predict(reference[BIKE_FEATURES].head(50))
+    assert len(held_out) == 500
+    assert logged_r2 == pytest.approx(
+        metrics.r2_score(held_out["cnt"], held_out["prediction"]), abs=1e-4
+    )
+    assert served == pytest.approx(reference["prediction"].head(50).to_numpy())
+    pinned = {
+        f"{name}=={importlib.metadata.version(name)}"
+        for name in ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")
+    }
+    assert set(requirements.split()) == pinned
+    noise = [m for m in records.messages if "Detected uv project" in m or "pip version" in m]
+    assert noise == []

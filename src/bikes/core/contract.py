@@ -15,10 +15,12 @@ import datetime as dt
 import typing as T
 
 import pandas as pd
-import pandera.pandas as pa
 import pydantic as pdt
 
 from bikes.core.errors import ContractError
+
+if T.TYPE_CHECKING:  # pandera (about 1 s to import) only where a schema is built
+    import pandera.pandas as pa
 
 Task = T.Literal["regression", "classification"]
 FeatureKind = T.Literal["numeric", "categorical"]
@@ -88,6 +90,8 @@ class Feature(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
         return valid
 
     def pandera_column(self) -> pa.Column:
+        import pandera.pandas as pa
+
         checks = []
         if self.values is not None:
             checks.append(pa.Check.isin(self.values))
@@ -304,6 +308,8 @@ class Contract(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
 
     # -- schemas ---------------------------------------------------------------------------------
     def inputs_schema(self) -> pa.DataFrameSchema:
+        import pandera.pandas as pa
+
         columns: dict[str, pa.Column] = {f.name: f.pandera_column() for f in self.feature_list}
         if self.timestamp is not None:
             columns[self.timestamp] = pa.Column(
@@ -312,6 +318,8 @@ class Contract(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
         return pa.DataFrameSchema(columns, name="inputs", strict=False)
 
     def targets_schema(self) -> pa.DataFrameSchema:
+        import pandera.pandas as pa
+
         target = self.require_target("this data")
         column = (
             pa.Column(None, nullable=False)

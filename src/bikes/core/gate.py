@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 import typing as T
 
 import mlflow
@@ -552,3 +553,126 @@ def decide(verdicts: T.Sequence[Verdict], slices: pd.DataFrame, plan: Plan) -> D
             slice_failures(slices, plan.slicing, plan.slice_metric.higher_is_better)
         ),
     )
+
+
+# -- the verdict for a terminal ------------------------------------------------------------------
+CONSOLE_WIDTH = 100  # a run's log should read in a terminal; the files keep every column
+MIN_TEXT_WIDTH = 12  # a shortened text column keeps at least this many characters
+
+
+def console_verdicts(table: pd.DataFrame, width: int = CONSOLE_WIDTH) -> str:
+    """The verdict table as a person reads it in a log: one line per check, the interval as
+    ``low .. high``, then what failed in words (wrapped), all within ``width`` columns. The
+    full table (every column, whole reasons) is the run's ``gate/verdict.json`` and ``.txt``."""
+    if table.empty:
+        return "(no checks)"
+    shown = pd.DataFrame(
+        {
+            "metric": table["metric"],
+            "check": table["check"],
+            "candidate": table["candidate"],
+            "baseline": table["baseline"],
+            "change": table["change"],
+            "interval": [
+                _interval(low, high)
+                for low, high in zip(table["interval_low"], table["interval_high"], strict=True)
+            ],
+            "verdict": table["verdict"],
+            "threshold": [
+                _threshold(threshold, margin)
+                for threshold, margin in zip(table["threshold"], table["margin"], strict=True)
+            ],
+        }
+    )
+    if shown["baseline"].isna().all():  # a first deploy: nothing to compare against
+        shown = shown.drop(columns=["baseline", "change", "interval"])
+    lines = [console_table(shown, width, ("threshold",), "; every column: gate/verdict.txt")]
+    failed = table.loc[table["verdict"] != "passed", "reason"]
+    lines += [
+        textwrap.fill(str(reason), width, initial_indent="  failed: ", subsequent_indent="    ")
+        for reason in failed
+    ]
+    return "\n".join(lines)
+
+
+def console_table(
+    table: pd.DataFrame,
+    width: int = CONSOLE_WIDTH,
+    shrink: T.Sequence[str] = (),
+    elsewhere: str = "",
+) -> str:
+    """Any table as text no wider than ``width``: numbers to 4 significant figures, missing
+    values blank; when too wide, the widest of the ``shrink`` columns is cut short with an
+    ellipsis, down to ``MIN_TEXT_WIDTH``, then columns are dropped from the right (named in a
+    last line, with ``elsewhere``: where they are), and a single column left is cut to
+    ``width``."""
+    cells = {str(name): [_cell(value) for value in table[name]] for name in table.columns}
+    widths = {name: max([len(name), *map(len, column)]) for name, column in cells.items()}
+
+    def total() -> int:
+        return sum(widths.values()) + 2 * (len(widths) - 1)
+
+    def floor(name: str) -> int:
+        return max(len(name), MIN_TEXT_WIDTH)
+
+    while total() > width:
+        shrinkable = [n for n in shrink if n in widths and widths[n] > floor(n)]
+        if not shrinkable:
+            break
+        name = max(shrinkable, key=lambda n: widths[n])
+        widths[name] = max(floor(name), widths[name] - (total() - width))
+    dropped: list[str] = []
+    while total() > width and len(widths) > 1:
+        dropped.insert(0, widths.popitem()[0])
+    if total() > width:
+        (only,) = widths
+        widths[only] = width
+    numeric = {str(n) for n in table.columns if _numeric(table[n])}
+
+    def line(values: dict[str, str]) -> str:
+        parts = [
+            _fit(values[n], w).rjust(w) if n in numeric else _fit(values[n], w).ljust(w)
+            for n, w in widths.items()
+        ]
+        return "  ".join(parts).rstrip()
+
+    rows = [line({n: n for n in widths})]
+    rows += [line({n: cells[n][i] for n in widths}) for i in range(len(table))]
+    if dropped:
+        rows.append(_fit(f"(not shown: {', '.join(dropped)}{elsewhere})", width))
+    return "\n".join(rows)
+
+
+def _numeric(column: pd.Series) -> bool:
+    """Numbers (missing ones aside), right-aligned: an object column of floats and Nones too."""
+    values = [v for v in column if not (v is None or (isinstance(v, float) and math.isnan(v)))]
+    return bool(values) and all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
+        for v in values
+    )
+
+
+def _cell(value: T.Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float | np.floating):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _interval(low: T.Any, high: T.Any) -> str:
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    return f"{low:+.3g} .. {high:+.3g}"
+
+
+def _threshold(threshold: T.Any, margin: T.Any) -> str:
+    """The check's bound in short: "than baseline" is what every comparison is against."""
+    text = str(threshold).replace(" than baseline", "")
+    if margin is not None and not pd.isna(margin):
+        text = f"{text} (margin {margin:.3g})"
+    return text

@@ -22,9 +22,11 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 import pydantic as pdt
-from mlflow.models import EvaluationMetric, MetricThreshold, make_metric
 
 from bikes.core.errors import ConfigError, ContractError, first_line
+
+if T.TYPE_CHECKING:  # MLflow (a 3 s import) only where a gate hands metrics to it
+    from mlflow.models import EvaluationMetric, MetricThreshold
 
 # What MLflow's default evaluator computes for model_type="regressor", thresholds may use them.
 MLFLOW_REGRESSOR_METRICS: dict[str, bool] = {
@@ -306,6 +308,8 @@ class SklearnMetric(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
                     f"job.metrics: {self.metric_key} failed on the data ({first_line(error)})"
                 ) from None
 
+        from mlflow.models import make_metric
+
         metric: EvaluationMetric = make_metric(
             eval_fn=eval_fn, greater_is_better=self.higher_is_better, name=self.metric_key
         )
@@ -425,6 +429,8 @@ class Threshold(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
     def to_mlflow(self, greater_is_better: bool, with_baseline: bool = True) -> MetricThreshold:
         """MLflow's threshold; without a baseline (first deploy) only the absolute bound. The
         non-inferiority margins are the gate's own: MLflow knows positive changes only."""
+        from mlflow.models import MetricThreshold
+
         return MetricThreshold(
             threshold=self.threshold,
             min_absolute_change=self.min_absolute_change if with_baseline else None,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pydantic as pdt
 
+from bikes.core import diagnostics
 from bikes.core.comparison import Slicing
 from bikes.core.contract import Contract, Feature, kind_of_values
 from bikes.core.drift import SMALL_SAMPLE, Detector, DriftResult, Kind
@@ -221,12 +222,41 @@ class Monitor:
         self.reference_source["segments"] = segments_from
         self.reference_segments = self._segment_figures(segment_rows)
         self.origin = dataclasses.replace(self.origin, held_out_rows=None)  # figures kept only
-        self.latest_shares: dict[str, np.ndarray] = {}  # binned current of the last window
+        # Every window's binned current shares, oldest first, for the report's window switcher:
+        # a few hundred floats per window whatever its rows.
+        self.window_shares: list[dict[str, np.ndarray]] = []
+        # What the report says the windows were compared with: the reference's rows and period.
+        self.reference_rows = len(reference)
+        stamps = (
+            pd.to_datetime(reference[contract.timestamp], errors="coerce")
+            if contract.timestamp in reference.columns
+            else pd.Series(dtype="datetime64[ns]")
+        )
+        self.reference_period: tuple[str | None, str | None] = (
+            (None, None)
+            if stamps.isna().all()
+            else (stamps.min().isoformat(), stamps.max().isoformat())
+        )
+        # Predicted-against-actual grids span the reference's range, so windows share edges.
+        labelled = None if contract.is_classification else self._labelled(reference)
+        self.span = (
+            None
+            if labelled is None or labelled.empty
+            else (
+                float(np.nanmin(labelled[[self.target, self.prediction]].to_numpy(dtype=float))),
+                float(np.nanmax(labelled[[self.target, self.prediction]].to_numpy(dtype=float))),
+            )
+        )
 
     def _output_kind(self, column: str, reference: pd.DataFrame) -> Kind:
         if not self.contract.is_classification:
             return "numeric"
         return "binary" if reference[column].nunique() == 2 else "categorical"
+
+    @property
+    def latest_shares(self) -> dict[str, np.ndarray]:
+        """The binned current shares of the last window judged (none before the first)."""
+        return self.window_shares[-1] if self.window_shares else {}
 
     @property
     def higher_is_better(self) -> bool:
@@ -259,15 +289,17 @@ class Monitor:
         score_drift: dict[str, DriftResult] = {}
         for column in self.scores:
             score_drift |= self._drift_of(current, column)
-        self.latest_shares = {
-            column: result.shares
-            for column, result in [
-                *drifts.items(),
-                *prediction_drift.items(),
-                *score_drift.items(),
-                *target_drift.items(),
-            ]
-        }
+        self.window_shares.append(
+            {
+                column: result.shares
+                for column, result in [
+                    *drifts.items(),
+                    *prediction_drift.items(),
+                    *score_drift.items(),
+                    *target_drift.items(),
+                ]
+            }
+        )
         # The share's denominator: the scored columns (a missing one is not scored) whose
         # drift is not expected; its numerator, those of them that drift.
         counted = [result for column, result in drifts.items() if column not in self.expected]
@@ -320,6 +352,7 @@ class Monitor:
             "target_drift": _single_drift(target_drift),
             "performance": self._performance(current),
             "segments": self._segments(current),
+            "diagnostics": self._diagnostics(current),
             "service": _service(current),
         }
         result["status"] = status_of(result)
@@ -367,11 +400,7 @@ class Monitor:
         if not self.contract.is_classification:
             return regression_metrics(truth.to_numpy(dtype=float), predicted.to_numpy(dtype=float))
         truth_values, predicted_values = _labels(truth), _labels(predicted)
-        seen = {plain_value(v) for v in (*pd.unique(truth_values), *pd.unique(predicted_values))}
-        classes = (
-            self.classes if seen <= set(self.classes) else sorted_values(seen | set(self.classes))
-        )
-        probabilities = self._probabilities(labelled) if classes == self.classes else None
+        classes, probabilities = self._classes(labelled, truth_values, predicted_values)
         return classification_metrics(
             truth_values,
             predicted_values,
@@ -379,6 +408,18 @@ class Monitor:
             classes=classes,
             probabilities=probabilities,
         )
+
+    def _classes(
+        self, labelled: pd.DataFrame, truth: np.ndarray, predicted: np.ndarray
+    ) -> tuple[list[T.Any], np.ndarray | None]:
+        """The classes of these rows (the reference's, plus any new one) and the per-class
+        probabilities in their order; none when a class the score columns cannot name shows."""
+        seen = {plain_value(v) for v in (*pd.unique(truth), *pd.unique(predicted))}
+        classes = (
+            self.classes if seen <= set(self.classes) else sorted_values(seen | set(self.classes))
+        )
+        probabilities = self._probabilities(labelled) if classes == self.classes else None
+        return classes, probabilities
 
     def _probabilities(self, labelled: pd.DataFrame) -> np.ndarray | None:
         """Per-class probabilities in ``self.classes`` order from the contract's score columns,
@@ -406,6 +447,30 @@ class Monitor:
             columns = [labelled[mapping[str(c)]].to_numpy(dtype=float) for c in self.classes]
         matrix = np.column_stack(columns)
         return None if np.isnan(matrix).any() else matrix
+
+    def _diagnostics(self, current: pd.DataFrame) -> dict[str, T.Any] | None:
+        """Where the model is off in this window, binned (``core.diagnostics``): predicted
+        against actual and residuals, or the confusion matrix, ROC and calibration; None below
+        two labelled rows, as the metrics."""
+        labelled = self._labelled(current)
+        if labelled is None or len(labelled) < 2:
+            return None
+        truth, predicted = labelled[self.target], labelled[self.prediction]
+        if not self.contract.is_classification:
+            figures = diagnostics.regression(
+                truth.to_numpy(dtype=float), predicted.to_numpy(dtype=float), self.span
+            )
+            return figures.to_dict() | {"target": self.target}
+        truth_values, predicted_values = _labels(truth), _labels(predicted)
+        classes, probabilities = self._classes(labelled, truth_values, predicted_values)
+        positive = self.contract.positive_class
+        return diagnostics.classification(
+            truth_values,
+            predicted_values,
+            classes,
+            probabilities,
+            None if positive is None else plain_value(positive),
+        ).to_dict() | {"target": self.target}
 
     def _performance(self, current: pd.DataFrame) -> dict[str, T.Any] | None:
         labelled = self._labelled(current)

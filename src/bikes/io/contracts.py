@@ -11,17 +11,17 @@ import tempfile
 import typing as T
 from pathlib import Path
 
-import mlflow
 import omegaconf as oc
 import pydantic as pdt
-from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import PyFuncModel
-from mlflow.tracking import MlflowClient
 
 from bikes.core.contract import Contract
 from bikes.core.errors import ContractError, InputError, first_line
 from bikes.io import registry
 from bikes.io.configs import load_config
+
+if T.TYPE_CHECKING:  # MLflow is imported where it is used (a 3 s import; see io.services)
+    from mlflow.pyfunc import PyFuncModel
+    from mlflow.tracking import MlflowClient
 
 CONTRACT_ARTIFACT = "contract/contract.json"
 CONTRACT_TAG = "contract"  # on a model version: the URI of the contract it was trained with
@@ -51,11 +51,16 @@ CONTRACT_DESCRIPTION = (
 
 def log_contract(contract: Contract) -> None:
     """The contract, features resolved, as an artifact of the active run."""
+    import mlflow
+
     mlflow.log_dict(contract.model_dump(mode="json"), CONTRACT_ARTIFACT)
 
 
 def model_contract(client: MlflowClient, ref: registry.ModelRef) -> Contract | None:
     """The contract a version was trained with (its ``contract`` tag), or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     uri = registry.version_tag(client, ref, CONTRACT_TAG)
     if uri is None:
         return None

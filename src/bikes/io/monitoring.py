@@ -4,6 +4,7 @@ only once an alert is delivered (undelivered ones wait in ``monitoring_alerts_un
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import hashlib
@@ -14,14 +15,10 @@ import tempfile
 import time
 import typing as T
 
-import httpx
-import mlflow
 import pandas as pd
 import pydantic as pdt
 import sqlalchemy as sa
 from loguru import logger
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bikes.core.contract import as_naive_utc
@@ -31,6 +28,9 @@ from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 from bikes.io import registry
 from bikes.io.datasets import ParquetReader
 from bikes.io.store import Store, configured_uri
+
+if T.TYPE_CHECKING:  # MLflow is imported where it is used (a 3 s import; see io.services)
+    from mlflow.tracking import MlflowClient
 
 REFERENCE_TAG = "reference_data"  # on a model version: the URI of its reference table
 
@@ -176,6 +176,9 @@ class ChampionReference(pdt.BaseModel, strict=True, frozen=True, extra="forbid")
         return self.model_uri or f"models:/{registered_model}@champion"
 
     def read(self, client: MlflowClient, ref: registry.ModelRef) -> pd.DataFrame:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
         artifact = registry.version_tag(client, ref, REFERENCE_TAG)
         if artifact is None:
             raise InputError(
@@ -206,6 +209,9 @@ class ChampionReference(pdt.BaseModel, strict=True, frozen=True, extra="forbid")
     def held_out_rows(self, record: HeldOutPerformance) -> pd.DataFrame | None:
         """The held-out rows with their predictions, when the record kept them and they can
         still be read; else None (the per-segment reference then comes from the table)."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
         if record.predictions_uri is None:
             return None
         with tempfile.TemporaryDirectory() as directory:
@@ -550,9 +556,10 @@ class Channel(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         if not alerts:
             return None
         if self.KIND == "log":
-            for alert in alerts:
-                logger.warning("ALERT [{severity}] {message}", **alert)
+            log_alerts(alerts)
             return None
+        import httpx  # only a webhook channel that has alerts to send needs it
+
         url = self.resolved_url()
         if self.KIND == "slack":
             lines = [f"*[{a['severity']}]* {a['message']}" for a in alerts]
@@ -587,3 +594,33 @@ class Channel(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
             time.sleep(delay)
             delay *= 2
         return None  # unreachable: the last attempt returns above
+
+
+def log_alerts(alerts: T.Sequence[T.Mapping[str, T.Any]]) -> None:
+    """The log channel: one warning line for the run, each alert at debug level.
+
+    A backfill fires many alerts (one per rule, column and window); eighteen warning lines
+    bury the story, and the results JSON and the ``monitoring_alerts`` table keep every one.
+    Written in tqdm's external write mode, so no progress bar is drawn through the lines."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode():
+        if len(alerts) == 1:
+            logger.warning("ALERT [{severity}] {message}", **alerts[0])
+            return
+        logger.warning(alert_summary(alerts))
+        for alert in alerts:
+            logger.debug("ALERT [{severity}] {message}", **alert)
+
+
+def alert_summary(alerts: T.Sequence[T.Mapping[str, T.Any]]) -> str:
+    """``ALERTS: 18 fired (3 critical, 15 warning): performance_degradation x10, ...``: counts
+    by severity, then by check (most first), where the details are."""
+    severities = collections.Counter(str(alert["severity"]) for alert in alerts)
+    checks = collections.Counter(str(alert.get("check", alert.get("rule"))) for alert in alerts)
+    return (
+        f"ALERTS: {len(alerts)} fired "
+        f"({', '.join(f'{n} {severity}' for severity, n in severities.most_common())}): "
+        f"{', '.join(f'{check} x{n}' for check, n in checks.most_common())}; each in the "
+        "results JSON, the monitoring_alerts table and the debug log"
+    )

@@ -12,23 +12,29 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import importlib.metadata
+import os
+import platform
 import re
 import tempfile
 import typing as T
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 from loguru import logger
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-from mlflow.pyfunc import PyFuncModel
-from mlflow.tracking import MlflowClient
 
 from bikes.core.errors import InputError, PromotionConflictError, first_line
 from bikes.core.redaction import redact, redact_url
+
+if T.TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
+    from mlflow.pyfunc import PyFuncModel
+    from mlflow.tracking import MlflowClient
+
+# MLflow and SQLAlchemy are imported in the functions that use them: a job that starts MLflow
+# in the background (monitoring) imports this module without waiting for them.
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
@@ -48,6 +54,8 @@ class ModelRef:
 
 def resolve(client: MlflowClient, uri: str) -> ModelRef:
     """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` to a concrete version."""
+    from mlflow.exceptions import MlflowException
+
     match = _MODELS_URI.match(uri)
     if match is None:
         raise InputError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
@@ -67,6 +75,8 @@ def resolve(client: MlflowClient, uri: str) -> ModelRef:
 
 def latest_version(client: MlflowClient, name: str) -> ModelRef:
     """The newest registered version of a model."""
+    from mlflow.exceptions import MlflowException
+
     try:
         versions = client.search_model_versions(f"name = '{_quote(name)}'")
     except MlflowException as error:
@@ -79,6 +89,9 @@ def latest_version(client: MlflowClient, name: str) -> ModelRef:
 
 def load(ref: ModelRef) -> PyFuncModel:
     """Load a resolved version as a pyfunc model."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     try:
         model: PyFuncModel = mlflow.pyfunc.load_model(ref.uri)
     except (MlflowException, OSError) as error:
@@ -133,6 +146,9 @@ def conflict_message(ref: ModelRef, alias: str, expected: str | None, current: s
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     """The version ``alias`` points at, None when the alias or the model does not exist; any
     other registry error is raised (``InputError``), never read as "no alias"."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
     try:
         aliases: dict[str, T.Any] = client.get_registered_model(name).aliases
     except MlflowException as error:
@@ -174,6 +190,8 @@ def promotion_lock(registry_uri: str, key: str) -> T.Iterator[str]:
 
 
 def _lock_path(registry_uri: str, backend: str) -> Path | None:
+    import sqlalchemy as sa
+
     if backend == "sqlite":
         database = sa.make_url(registry_uri).database
         if not database or database == ":memory:":
@@ -200,6 +218,8 @@ def _file_lock(path: Path) -> T.Iterator[None]:
 
 @contextlib.contextmanager
 def _advisory_lock(registry_uri: str, key: str) -> T.Iterator[None]:
+    import sqlalchemy as sa
+
     url = sa.make_url(registry_uri)
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")  # the driver bikes installs
@@ -230,6 +250,8 @@ def _quote(name: str) -> str:
 
 def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     """The version an alias points to, or None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
@@ -243,6 +265,8 @@ def predict(model: PyFuncModel, ref: ModelRef, features: pd.DataFrame) -> np.nda
     they are. A pyfunc that answers with one column per class (probabilities) is reduced to the
     most probable class: ``scores`` gives the probabilities themselves.
     """
+    from mlflow.exceptions import MlflowException
+
     try:
         predictions = model.predict(features)
     except MlflowException as error:
@@ -269,6 +293,8 @@ def scores(model: PyFuncModel, features: pd.DataFrame) -> tuple[list[T.Any], np.
     An sklearn model's ``predict_proba`` (MLflow's pyfunc answers with classes only), or a
     pyfunc that itself answers with one probability column per class.
     """
+    from mlflow.exceptions import MlflowException
+
     try:
         raw = model.get_raw_model()
     except (MlflowException, AttributeError, NotImplementedError):
@@ -292,6 +318,9 @@ def signature_inputs(model: PyFuncModel) -> list[tuple[str, str]] | None:
 
 def signature_inputs_of(ref: ModelRef) -> list[tuple[str, str]] | None:
     """``signature_inputs`` from the version's metadata alone, without loading the model."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     try:
         info = mlflow.models.get_model_info(ref.uri)
     except (MlflowException, OSError) as error:
@@ -320,7 +349,76 @@ def version_tags(client: MlflowClient, ref: ModelRef) -> dict[str, str]:
 
 def log_table(frame: pd.DataFrame, artifact: str) -> None:
     """``frame`` as a parquet artifact of the active run, at ``artifact`` (``dir/name.parquet``)."""
+    import mlflow
+
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / Path(artifact).name
         frame.to_parquet(path, index=False)
         mlflow.log_artifact(str(path), artifact_path=str(Path(artifact).parent))
+
+
+# What a scikit-learn model saved with skops imports to load and predict (MLflow itself is
+# pinned first). Everything else in the project (FastAPI, SQLAlchemy, ...) serves no prediction.
+SKLEARN_MODEL_PACKAGES = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
+
+
+def model_environment(packages: T.Sequence[str] = SKLEARN_MODEL_PACKAGES) -> dict[str, T.Any]:
+    """The model's environment, given rather than inferred: MLflow and ``packages`` pinned to
+    the versions that trained it, on this Python.
+
+    Left to itself, MLflow infers requirements at each ``log_model``: ``uv export`` of the
+    whole project when the working directory holds ``uv.lock`` (every dependency pinned, the
+    dev tools' too, and "Detected uv project" logged five times), otherwise a subprocess that
+    loads the model and records its imports (seconds). ``pip`` stays unversioned: uv's
+    environments have none to pin (MLflow warns "Failed to resolve installed pip version").
+    """
+    import mlflow
+
+    pins = [f"mlflow=={mlflow.__version__}"]
+    pins += [f"{name}=={importlib.metadata.version(name)}" for name in packages]
+    return {
+        "name": "mlflow-env",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={platform.python_version()}", "pip", {"pip": pins}],
+    }
+
+
+def log_sklearn_model(
+    estimator: T.Any,
+    *,
+    signature: ModelSignature,
+    input_example: pd.DataFrame,
+    registered_model: str,
+    skops_trusted_types: list[str],
+) -> ModelInfo:
+    """Log ``estimator`` as ``model`` (skops format) in the active run, register it under
+    ``registered_model``, with ``model_environment()``. MLflow still checks that the input
+    example is served (it loads the logged model and predicts it)."""
+    import mlflow
+
+    with _uv_detection_off():
+        info: ModelInfo = mlflow.sklearn.log_model(
+            estimator,
+            name="model",
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=registered_model,
+            skops_trusted_types=skops_trusted_types,
+            conda_env=model_environment(),
+        )
+    return info
+
+
+@contextlib.contextmanager
+def _uv_detection_off() -> T.Iterator[None]:
+    """``MLFLOW_UV_AUTO_DETECT=false`` for one call: with the environment given, MLflow's uv
+    detection would only log "Detected uv project" and mark the model as using uv."""
+    saved = os.environ.get("MLFLOW_UV_AUTO_DETECT")
+    os.environ["MLFLOW_UV_AUTO_DETECT"] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_UV_AUTO_DETECT", None)
+        else:
+            os.environ["MLFLOW_UV_AUTO_DETECT"] = saved

@@ -7,19 +7,23 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 import typing as T
 from pathlib import Path
 
-import httpx
-import mlflow
 import pydantic as pdt
 from loguru import logger
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from bikes.core.errors import InputError, first_line
 from bikes.core.redaction import redact, redact_url
+
+if T.TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# MLflow (about 3 s to import, 1 s to open a SQLite store) and httpx are imported where they
+# are used, so a job that starts MLflow in the background (``start_in_background``) reads and
+# scores while they load, and ``bikes --help`` never loads them.
 
 LOG_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
@@ -69,13 +73,12 @@ class _RedactingFilter(logging.Filter):
 
 
 def _redact_standard_logging() -> None:
-    """A redacting filter on every handler configured so far (MLflow's own, at its import)."""
-    loggers = [logging.getLogger()] + [
-        item
-        for item in logging.Logger.manager.loggerDict.values()
-        if isinstance(item, logging.Logger)
-    ]
-    for handler in {id(h): h for one in loggers for h in one.handlers}.values():
+    """A redacting filter on every handler configured so far (MLflow's own, at its import).
+    Snapshots first (``list`` copies in one step under the GIL): MLflow may start in a thread
+    while the job's thread imports modules that add loggers."""
+    known = list(logging.Logger.manager.loggerDict.values())
+    loggers = [logging.getLogger()] + [item for item in known if isinstance(item, logging.Logger)]
+    for handler in {id(h): h for one in loggers for h in list(one.handlers)}.values():
         if not any(isinstance(f, _RedactingFilter) for f in handler.filters):
             handler.addFilter(_RedactingFilter())
 
@@ -180,8 +183,61 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         )
 
     _saved_environment: dict[str, str | None] = pdt.PrivateAttr(default_factory=dict)
+    _starting: threading.Thread | None = pdt.PrivateAttr(default=None)
+    _start_error: BaseException | None = pdt.PrivateAttr(default=None)
+    _deferred: bool = pdt.PrivateAttr(default=False)
+
+    def defer_start(self) -> None:
+        """Make the next ``start()`` a ``start_in_background()``. The CLI asks it for jobs
+        that call ``ready()`` before their first MLflow call (``waits_for_mlflow``); code that
+        calls MLflow itself right after ``with job:`` gets the synchronous start."""
+        self._deferred = True
+
+    def start_in_background(self) -> None:
+        """``start`` in a thread: MLflow's import and store opening (about 4 s) overlap the
+        job's reading, scoring or fitting, which release the GIL. The job calls ``ready()``
+        before its first MLflow call or its first write, so an unusable store still fails the
+        job before anything is written, with the same error as ``start``."""
+        self._deferred = False
+        self._start_error = None
+        # What both threads would otherwise import at once, imported here first: a package
+        # whose modules import each other in a cycle, entered by two threads from two sides,
+        # can hand one of them a partially initialised module. MLflow itself is entered only
+        # by the thread below: the job's thread calls ``ready()`` (``client()`` does) before it.
+        import pyarrow.parquet  # noqa: F401
+        import scipy.stats  # noqa: F401
+
+        def start() -> None:
+            try:
+                self.start()
+            except BaseException as error:  # handed to ready(), in the job's thread
+                self._start_error = error
+
+        self._starting = threading.Thread(target=start, name="mlflow-start", daemon=True)
+        self._starting.start()
+
+    def ready(self) -> None:
+        """Wait for ``start_in_background`` (a no-op without one); raise what ``start`` raised."""
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            began = time.perf_counter()
+            starting.join()
+            logger.debug(
+                "MLflow started in the background; waited {:.2f} s for it",
+                time.perf_counter() - began,
+            )
+        error, self._start_error = self._start_error, None
+        if error is not None:
+            raise error
 
     def start(self) -> None:
+        if self._deferred:
+            self.start_in_background()
+            return
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        _redact_standard_logging()  # MLflow's handlers exist from its import on
         # MLflow writes the URIs it is given into the environment (for subprocesses): remember
         # the user's own values, so that stop() restores them and overrides stay overrides.
         if not self._saved_environment:
@@ -251,6 +307,15 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
                 os.environ.pop(name, None)
 
     def stop(self) -> None:
+        starting = self._starting
+        if starting is not None and starting is not threading.current_thread():
+            self._starting = None
+            starting.join()  # a job failed before ready(): let the start finish, then undo it
+            self._start_error = None
+        if "mlflow" not in sys.modules:
+            return  # never started: nothing to end or hand back
+        import mlflow
+
         if mlflow.active_run() is not None:
             mlflow.end_run(status="FAILED")
         if not self._saved_environment:
@@ -266,6 +331,11 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         self._saved_environment = {}
 
     def client(self) -> MlflowClient:
+        self.ready()  # before any MLflow import here: two threads importing MLflow at once can
+        # meet a partially initialised module (seen: "partially initialized module
+        # 'mlflow.tracking'" in the demo)
+        from mlflow.tracking import MlflowClient
+
         return MlflowClient(
             tracking_uri=self.effective_tracking_uri, registry_uri=self.effective_registry_uri
         )
@@ -273,6 +343,8 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
 
 def _wait_for_health(uri: str, role: str, deadline: float, timeout: float) -> None:
     """``InputError`` naming the (redacted) URI when nothing answers at ``uri`` by ``deadline``."""
+    import httpx
+
     url = uri.rstrip("/") + "/health"
     delay = 0.25
     while True:

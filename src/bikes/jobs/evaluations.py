@@ -18,7 +18,9 @@ candidate that is the baseline itself is reported and skipped: no verdict, exit 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import re
 import typing as T
 import warnings
@@ -64,6 +66,11 @@ __all__ = ["VALIDATION_RUN_TAG", "VALIDATION_STATUS_TAG", "EvaluationsJob"]
 Answer = tuple[np.ndarray, tuple[list[T.Any], np.ndarray] | None]  # predictions, (classes, probs)
 HELD_OUT_ARTIFACT = "gate/held_out.parquet"  # the gate's rows with the candidate's answers
 _VERSION_SOURCE = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")  # a copied version
+# MLflow's validate_evaluation_results logs "Validating candidate model metrics against
+# baseline" and "Model validation passed!" for each threshold it checks: one per threshold,
+# and "passed" right before a verdict that blocks on another check. Our verdict is the story.
+MLFLOW_VALIDATION_LOGGER = "mlflow.models.evaluation.validation"
+MLFLOW_EVALUATOR_LOGGER = "mlflow.models.evaluation.default_evaluator"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,16 +298,17 @@ class EvaluationsJob(Job):
         """Thresholds, noise and one-class check (``gate.judge``), then the segments."""
         outputs, labels, plan = evidence.outputs, evidence.labels, evidence.plan
         baseline = outputs.get("baseline")
-        verdicts = gate.judge(
-            plan,
-            results["candidate"],
-            results.get("baseline"),
-            evidence.truth,
-            outputs["candidate"],
-            baseline,
-            self.bootstrap,
-            labels,
-        )
+        with _quiet(MLFLOW_VALIDATION_LOGGER):
+            verdicts = gate.judge(
+                plan,
+                results["candidate"],
+                results.get("baseline"),
+                evidence.truth,
+                outputs["candidate"],
+                baseline,
+                self.bootstrap,
+                labels,
+            )
         metric = plan.slice_metric
         slices = slice_table(
             evidence.frame,
@@ -472,7 +480,11 @@ class EvaluationsJob(Job):
             metric.to_mlflow(labels, outputs.scores if metric.needs_scores else None)
             for metric in evidence.plan.metrics
         ]
-        with mlflow.start_run(run_name=name, nested=True), warnings.catch_warnings():
+        with (
+            mlflow.start_run(run_name=name, nested=True),
+            warnings.catch_warnings(),
+            _quiet(MLFLOW_EVALUATOR_LOGGER),  # "Testing metrics on first row...", per model
+        ):
             # MLflow tries each metric on the first row alone, where most are undefined: noise.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             for one_row in ("A single label was found", "y_pred contains classes not in y_true"):
@@ -496,14 +508,18 @@ class EvaluationsJob(Job):
         """The verdict where people and tools look: log, run tags and tables, model version."""
         candidate, baseline = evidence.candidate, evidence.baseline
         table, slices = decision.table(), decision.slices
-        logger.info(
+        logger.info(  # fits 100 columns; every column is in gate/verdict.json and .txt
             "Gate for {} against {}:\n{}",
             candidate.uri,
             baseline.uri if baseline else "(first deploy)",
-            _text_table(table),
+            gate.console_verdicts(table),
         )
         if not slices.empty:
-            logger.info("Segments ({}):\n{}", evidence.plan.slicing.metric, _text_table(slices))
+            logger.info(
+                "Segments ({}):\n{}",
+                evidence.plan.slicing.metric,
+                gate.console_table(slices, shrink=("value", "segment")),
+            )
         mlflow.set_tags(
             {  # versions and names only: nothing here can hold a credential
                 "candidate_version": candidate.version,
@@ -621,6 +637,18 @@ def _plain_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """pandas' ``str`` columns as ``object``: MLflow's SHAP evaluator takes numpy dtypes only."""
     text = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
     return frame.astype(dict.fromkeys(text, object)) if text else frame
+
+
+@contextlib.contextmanager
+def _quiet(name: str, level: int = logging.WARNING) -> T.Iterator[None]:
+    """A standard logger below ``level`` is silent for the block (its warnings still show)."""
+    quieted = logging.getLogger(name)
+    previous = quieted.level
+    quieted.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        quieted.setLevel(previous)
 
 
 def _text_table(table: pd.DataFrame) -> str:

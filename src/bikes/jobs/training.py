@@ -5,11 +5,9 @@ from __future__ import annotations
 import typing as T
 import warnings
 
-import mlflow
 import pandas as pd
 import pydantic as pdt
 from loguru import logger
-from mlflow.models import infer_signature
 
 from bikes.core import schemas
 from bikes.core.contract import Contract
@@ -69,6 +67,10 @@ class TrainingJob(Job):
     run_name: str = pdt.Field(default="training", description="The MLflow run's name.")
     tags: dict[str, str] = pdt.Field(default_factory=dict, description="Tags of the MLflow run.")
 
+    # From the CLI, MLflow's import and store (about 4 s) load in the background while the table
+    # is read and both models are fitted; ``_run`` waits for them before its first MLflow call.
+    waits_for_mlflow: T.ClassVar[bool] = True
+
     def run(self) -> Locals:
         with warnings.catch_warnings():
             # Our schema forbids missing values, so MLflow's hint about integer columns that
@@ -81,26 +83,29 @@ class TrainingJob(Job):
         frame, contract = self._read()
         target_name = contract.require_target("training")
         features, target = frame.loc[:, contract.feature_names], frame[target_name]
+        metrics, held_out = self._validate(frame, contract)
+        logger.info("Fitting a {} {} on {} rows", self.model.KIND, contract.task, len(frame))
+        estimator = self.model.pipeline(contract).fit(features, target)
+        predictions = estimator.predict(features)
+        self.mlflow_service.ready()  # an unusable MLflow store fails here, before any run
+        import mlflow  # loaded by now
+        from mlflow.models import infer_signature
+
         with mlflow.start_run(run_name=self.run_name, tags=redact_values(self.tags)) as run:
             mlflow.log_params(redact_values(self._params(len(frame), contract)))
             dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
                 frame, source=redact_url(self.inputs.source), name="train", targets=target_name
             )
             mlflow.log_input(dataset, context="training")
-            metrics, held_out = self._validate(frame, contract)
             if metrics:
                 mlflow.log_metrics({f"validation_{name}": value for name, value in metrics.items()})
-            logger.info("Fitting a {} {} on {} rows", self.model.KIND, contract.task, len(frame))
-            estimator = self.model.pipeline(contract).fit(features, target)
-            predictions = estimator.predict(features)
             self._log_reference(frame, estimator, features, predictions, contract)
             log_contract(contract)
-            info = mlflow.sklearn.log_model(
+            info = registry.log_sklearn_model(
                 estimator,
-                name="model",
                 signature=infer_signature(features, predictions),
-                input_example=features.head(5),
-                registered_model_name=self.registered_model,
+                input_example=features.head(1),
+                registered_model=self.registered_model,
                 skops_trusted_types=list(self.model.skops_trusted_types),
             )
             ref = registry.ModelRef(
@@ -196,13 +201,27 @@ class TrainingJob(Job):
         else:
             metrics = regression_metrics(target.iloc[cut:], predictions)
         logger.info(
-            "Validation, fitted on the earlier {} rows and scored on the latest {}{}: {}",
-            cut,
-            len(frame) - cut,
-            "" if contract.is_classification else f" (errors in {target.name}'s own units)",
-            ", ".join(f"{name}={value:.3f}" for name, value in metrics.items()),
+            "Validation part ({}): {}; the gate scores the test split instead",
+            self._validation_part(rows, contract, cut, str(target.name)),
+            ", ".join(f"{name}={value:.4g}" for name, value in metrics.items()),
         )
         return metrics, rows
+
+    def _validation_part(
+        self, rows: pd.DataFrame, contract: Contract, cut: int, target: str
+    ) -> str:
+        """What the validation figures are: which rows, which model, which units. A log-target
+        model fits ``log1p`` of the target, yet its figures are in the target's own units."""
+        start, end = event_period(rows, contract.timestamp)
+        period = "" if start is None or end is None else f", {start:%Y-%m-%d}..{end:%Y-%m-%d}"
+        where = (
+            f"latest {self.validation_share:.0%} of the training rows: {len(rows):,}{period}; "
+            f"model fitted on the earlier {cut:,}"
+        )
+        if contract.is_classification:
+            return where
+        space = ", the model fits log1p" if self.model.log_target else ""
+        return f"{where}; {target} in original units{space}"
 
     def _log_held_out(
         self, rows: pd.DataFrame, metrics: dict[str, float], contract: Contract, run_id: str
