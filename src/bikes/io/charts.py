@@ -164,7 +164,7 @@ def histogram_top(panel: Histogram, currents: list[np.ndarray] | None = None) ->
 def histogram_geometry(panel: Histogram) -> Geometry:
     edges, scale, _ = densities(panel)
     top = panel.top or histogram_top(panel)
-    x = _Scale(edges[0], edges[-1], LEFT, WIDTH - RIGHT)
+    x = Scale(edges[0], edges[-1], LEFT, WIDTH - RIGHT)
     pixels = (HEIGHT - BOTTOM - TOP) / (nice_ticks(top)[-1] or 1.0)
     return Geometry(
         [round(x(e), 1) for e in edges], [round(s * pixels, 3) for s in scale], HEIGHT - BOTTOM
@@ -178,7 +178,7 @@ def histogram_svg(panel: Histogram, column: str | None = None) -> str:
     edges, _, _ = densities(panel)
     top = panel.top or histogram_top(panel)
     geometry = histogram_geometry(panel)
-    x = _Scale(edges[0], edges[-1], LEFT, WIDTH - RIGHT)
+    x = Scale(edges[0], edges[-1], LEFT, WIDTH - RIGHT)
     if panel.edges is not None:
         ticks = [(x(v), tick_label(v)) for v in (edges[0], float(np.median(edges)), edges[-1])]
     else:
@@ -216,8 +216,8 @@ def line_svg(
     width, height = 900, 220
     count = len(values)
     top = max([*values, baseline or 0.0]) * 1.1 or 1.0
-    x = _Scale(-0.5, count - 0.5, 60, width - 10)
-    y = _Scale(0.0, top, height - 30, 10)
+    x = Scale(-0.5, count - 0.5, 60, width - 10)
+    y = Scale(0.0, top, height - 30, 10)
     points = [(x(i), y(v)) for i, v in enumerate(values)]
     markers = "".join(
         f"<circle cx='{px:.1f}' cy='{py:.1f}' r='4' fill='{CURRENT_COLOUR}'>"
@@ -272,8 +272,8 @@ def lines_svg(
     count = len(labels)
     known = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
     ticks = nice_ticks(max(known, default=1.0) or 1.0)
-    x = _Scale(-0.5, count - 0.5, left, width - 10)
-    y = _Scale(0.0, ticks[-1], height - bottom, 24)
+    x = Scale(-0.5, count - 0.5, left, width - 10)
+    y = Scale(0.0, ticks[-1], height - bottom, 24)
     parts = [
         f"<svg viewBox='0 0 {width} {height}' role='img' aria-label='{html.escape(title)}'>",
         f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='12'>"
@@ -405,7 +405,7 @@ def _x_axis(ticks: list[tuple[float, str]]) -> str:
     )
 
 
-def _tooltips(panel: Histogram, edges: np.ndarray, x: _Scale) -> str:
+def _tooltips(panel: Histogram, edges: np.ndarray, x: Scale) -> str:
     """An invisible hover target per bin with both shares, for exact figures on demand."""
     parts = []
     for index, (left, right) in enumerate(itertools.pairwise(edges)):
@@ -419,8 +419,8 @@ def _tooltips(panel: Histogram, edges: np.ndarray, x: _Scale) -> str:
     return "".join(parts)
 
 
-class _Scale:
-    """A linear map from data to pixels."""
+class Scale:
+    """A linear map from data to pixels (the report's performance charts use it too)."""
 
     def __init__(self, low: float, high: float, start: float, end: float) -> None:
         span = float(high) - float(low) or 1.0

@@ -20,6 +20,7 @@ import math
 import typing as T
 
 from bikes.core.monitoring import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, REGRESSION_METRICS
+from bikes.io.charts import Scale
 
 BLUE, ORANGE, VERMILLION, GREEN, SKY, PURPLE, YELLOW = (
     "#0072B2",
@@ -143,8 +144,8 @@ def _metric_chart(
         )
     span = [v for _, v, _ in values] + [v for v in (reference, alert) if v is not None]
     ticks = nice_ticks(min(span), max(span))
-    x = _Scale(-0.5, len(windows) - 0.5, left, width - right)
-    y = _Scale(ticks[0], ticks[-1], height - bottom, top)
+    x = Scale(-0.5, len(windows) - 0.5, left, width - right)
+    y = Scale(ticks[0], ticks[-1], height - bottom, top)
     unit = UNITS.get(metric) or (f"{target} units" if target else "target units")
     marks = []
     for index, value, performance in values:
@@ -227,8 +228,8 @@ def _residual_chart(windows: list[dict[str, T.Any]], unit: str) -> str:
     for _, figures in boxes:
         span += [v for v in figures["residual_quantiles"].values() if _finite(v)]
     ticks = nice_ticks(min(span), max(span))
-    x = _Scale(-0.5, len(windows) - 0.5, left, width - right)
-    y = _Scale(ticks[0], ticks[-1], height - bottom, top)
+    x = Scale(-0.5, len(windows) - 0.5, left, width - right)
+    y = Scale(ticks[0], ticks[-1], height - bottom, top)
     half = max(min((x(1) - x(0)) * 0.3, 12.0), 1.5)
     shapes = [_hline(x, y, 0.0, len(windows), GREY, "6 4", "")]
     for index, figures in boxes:
@@ -303,7 +304,7 @@ def _heatmap(figures: dict[str, T.Any], unit: str) -> str:
         f"<path d='{''.join(d)}' fill='{VIRIDIS[k]}'><title>{_count_range(levels[k])} rows per cell</title></path>"
         for k, d in sorted(paths.items())
     )
-    scale = _Scale(edges[0], edges[-1], 0, side)
+    scale = Scale(edges[0], edges[-1], 0, side)
     ticks = nice_ticks(edges[0], edges[-1], 5)
     inside = [t for t in ticks if edges[0] <= t <= edges[-1]]
     frame = _frame(
@@ -421,8 +422,8 @@ def _confusion_table(figures: dict[str, T.Any]) -> str:
 
 def _roc_chart(curves: list[dict[str, T.Any]]) -> str:
     width, height, left, right, top, bottom = 340, 300, 48, 12, 24, 40
-    x = _Scale(0, 1, left, width - right)
-    y = _Scale(0, 1, height - bottom, top)
+    x = Scale(0, 1, left, width - right)
+    y = Scale(0, 1, height - bottom, top)
     lines, legend = [], []
     for k, curve in enumerate(curves):
         colour = SERIES[k % len(SERIES)]
@@ -448,8 +449,8 @@ def _roc_chart(curves: list[dict[str, T.Any]]) -> str:
 
 def _calibration_chart(curves: list[dict[str, T.Any]]) -> str:
     width, height, left, right, top, bottom = 340, 300, 48, 12, 24, 40
-    x = _Scale(0, 1, left, width - right)
-    y = _Scale(0, 1, height - bottom, top)
+    x = Scale(0, 1, left, width - right)
+    y = Scale(0, 1, height - bottom, top)
     lines, legend = [], []
     for k, curve in enumerate(curves):
         colour = SERIES[k % len(SERIES)]
@@ -626,17 +627,6 @@ def _diagnostics(window: dict[str, T.Any], task: str) -> bool:
 
 
 # -- SVG --------------------------------------------------------------------------------------
-class _Scale:
-    """A linear map from data to pixels."""
-
-    def __init__(self, low: float, high: float, start: float, end: float) -> None:
-        span = float(high) - float(low) or 1.0
-        self.low, self.start, self.factor = float(low), start, (end - start) / span
-
-    def __call__(self, value: float) -> float:
-        return self.start + (float(value) - self.low) * self.factor
-
-
 def _svg(
     width: int, height: int, title: str, body: str, name: str, max_width: int | None = None
 ) -> str:
@@ -687,8 +677,8 @@ def _unit_frame(
     width: int,
     height: int,
     margins: tuple[int, int, int, int],
-    x: _Scale,
-    y: _Scale,
+    x: Scale,
+    y: Scale,
     x_title: str,
     y_title: str,
 ) -> str:
@@ -704,7 +694,7 @@ def _unit_frame(
     )
 
 
-def _window_ticks(windows: list[dict[str, T.Any]], x: _Scale, most: int) -> list[tuple[float, str]]:
+def _window_ticks(windows: list[dict[str, T.Any]], x: Scale, most: int) -> list[tuple[float, str]]:
     step = max(1, math.ceil(len(windows) / most))
     return [(x(i), _label(windows[i])) for i in range(0, len(windows), step)]
 
@@ -720,8 +710,8 @@ def _polyline(
 
 
 def _hline(
-    x: _Scale,
-    y: _Scale,
+    x: Scale,
+    y: Scale,
     value: float,
     count: int,
     colour: str,
