@@ -166,7 +166,7 @@ def main() -> None:
     evidently = Path(args.evidently_python)
     print(
         f"{args.task}\n{'rows':>9} {'cols':>4} {'case':<28} {'seconds':>8} {'peak MB':>8} "
-        f"{'ratio':>6} {'cpu s':>7} {'cpu ratio':>9}"
+        f"{'ratio':>6} {'cpu s':>7} {'cpu ratio':>9} {'range s':>11}"
     )
     for width in args.columns:
         for rows in args.rows:
@@ -236,9 +236,10 @@ def one_size(
             peak = max(r[1] for r in results)
             cpu = statistics.median(r[2] for r in results)
             base, base_cpu = base or seconds, base_cpu or cpu
+            spread = f"{min(r[0] for r in results):.1f}-{max(r[0] for r in results):.1f}"
             print(
                 f"{rows:>9} {width:>4} {name:<28} {seconds:>8.2f} {peak:>8.0f} "
-                f"{seconds / base:>6.2f} {cpu:>7.2f} {cpu / base_cpu:>9.2f}"
+                f"{seconds / base:>6.2f} {cpu:>7.2f} {cpu / base_cpu:>9.2f} {spread:>11}"
             )
             sys.stdout.flush()
         drifted = json.loads((work / "monitoring.json").read_text())["data_drift"]["columns"]

@@ -83,10 +83,11 @@ def report(
 ) -> None:
     base = statistics.median(times[reference])
     extra = f" {'cpu s':>7} {'cpu ratio':>9}" if cpu else ""
-    print(f"{'case':<50} {'median s':>9} {'ratio':>7}{extra}")
+    print(f"{'case':<50} {'median s':>9} {'ratio':>7} {'range s':>13}{extra}")
     for name, values in times.items():
         median = statistics.median(values)
-        line = f"{name:<50} {median:>9.2f} {median / base:>7.2f}"
+        spread = f"{min(values):.1f}-{max(values):.1f}"  # how noisy the machine was
+        line = f"{name:<50} {median:>9.2f} {median / base:>7.2f} {spread:>13}"
         if cpu:
             used, base_cpu = statistics.median(cpu[name]), statistics.median(cpu[reference])
             line += f" {used:>7.2f} {used / base_cpu:>9.2f}"

@@ -19,7 +19,14 @@ def checks(c: Context) -> None:
     c.run("mypy")
 
 
-@task
-def tests(c: Context) -> None:
-    """The whole test suite with coverage (fails under 85%)."""
-    c.run("pytest", pty=False)
+@task(
+    help={"workers": "test processes (pytest-xdist): a number, `auto` (one per core) or 0 (none)"}
+)
+def tests(c: Context, workers: str = "auto") -> None:  # noqa: PT028 (a task, not a test)
+    """The whole test suite with coverage (fails under 85%), its files spread over processes.
+
+    Most of the suite's time is spent waiting on real processes and servers (a `bikes`
+    subprocess importing MLflow, a service restarting after kill -9), which a second worker
+    can overlap. `--dist loadfile` keeps each test file on one worker: its
+    module fixtures are built once, and a file's tests run in their written order."""
+    c.run(f"pytest --numprocesses {workers} --dist loadfile", pty=False)

@@ -31,6 +31,7 @@ def test_schema_lists_every_job_kind(capsys: pytest.CaptureFixture[str]) -> None
         "TrafficJob",
         "MonitoringJob",
         "RetrainingJob",
+        "ExportJob",
     }
 
 
@@ -243,20 +244,22 @@ def test_help_lists_the_exit_codes_the_readme_documents() -> None:
     assert "champion moved" in listed[5]
 
 
-@pytest.mark.parametrize(
-    "code",
-    [
-        "import bikes.scripts",
-        "from bikes import scripts; scripts.parser().format_help()",
-        # A monitoring job's module: MLflow loads in the background while the job reads and
-        # scores (MlflowService.start_in_background), so the module itself must not import it.
-        "import bikes.jobs.monitoring",
-        "import bikes.jobs.training",  # the same, while both models are fitted
-    ],
-)
-def test_the_cli_and_the_monitoring_job_import_mlflow_only_when_a_job_needs_it(code: str) -> None:
+# Each step runs after the ones above it in one fresh process: sys.modules only grows, so
+# MLflow absent after a step means that step imported it no more than the steps before it did.
+LIGHT_IMPORTS = [
+    "import bikes.scripts",
+    "from bikes import scripts; scripts.parser().format_help()",
+    # A monitoring job's module: MLflow loads in the background while the job reads and
+    # scores (MlflowService.start_in_background), so the module itself must not import it.
+    "import bikes.jobs.monitoring",
+    "import bikes.jobs.training",  # the same, while both models are fitted
+]
+
+
+def test_the_cli_and_the_monitoring_job_import_mlflow_only_when_a_job_needs_it() -> None:
+    steps = "".join(f"{code}\nprint('mlflow' in sys.modules)\n" for code in LIGHT_IMPORTS)
     done = subprocess.run(
-        [sys.executable, "-c", f"{code}; import sys; print('mlflow' in sys.modules)"],
+        [sys.executable, "-c", f"import sys\n{steps}"],
         env=clean_environment(),
         capture_output=True,
         text=True,
@@ -264,7 +267,8 @@ def test_the_cli_and_the_monitoring_job_import_mlflow_only_when_a_job_needs_it(c
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    imported = dict(zip(LIGHT_IMPORTS, done.stdout.split(), strict=True))
+    assert imported == dict.fromkeys(LIGHT_IMPORTS, "False")
 
 
 def test_mlflow_started_in_the_background_still_fails_the_job_before_any_run(

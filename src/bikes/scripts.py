@@ -11,6 +11,7 @@ unexpected (a bug: the traceback is shown).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import typing as T
@@ -42,6 +43,7 @@ JOBS: dict[str, str] = {
     "TrafficJob": "send a table to the service as live traffic, then its labels",
     "MonitoringJob": "production windows against the reference: drift, quality, alerts",
     "RetrainingJob": "retrain on captured labels, gate against the champion, promote",
+    "ExportJob": "move captured predictions and labels into a parquet lake, incrementally",
 }
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
@@ -107,7 +109,7 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         settings = _settings(args.configs, args.extras)
         if getattr(settings.job, "waits_for_mlflow", False):
             # MLflow (about 4 s to import and open) loads while the job reads and computes.
-            settings.job.mlflow_service.defer_start()
+            settings.job.mlflow_service.defer_start(getattr(settings.job, "mlflow_warm_up", ()))
         with redacted_output(), settings.job as job:
             job.run()
     except Exception as error:
@@ -118,7 +120,18 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         logger.remove()
         print(f"bikes: {prefix}: {redact(str(error))}", file=sys.stderr)
         return code
+    finally:
+        if argv is None:  # the process's own command line: it exits next
+            _exiting()
     return EXIT_OK
+
+
+def _exiting() -> None:
+    """The process ends next, so its objects need no more garbage collection: frozen, they
+    spare the interpreter's final collections over all that MLflow, pandas and scipy loaded
+    (0.5-1.5 s of every run, measured on 2 cores). Exit handlers and module teardown still
+    run. Only for the command line: a caller in process (tests) keeps collecting."""
+    gc.freeze()
 
 
 def _expected(error: Exception) -> tuple[int, str] | None:

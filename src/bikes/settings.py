@@ -29,6 +29,7 @@ JOB_MODULES: dict[str, str] = {
     "TrafficJob": "bikes.jobs.traffic",
     "MonitoringJob": "bikes.jobs.monitoring",
     "RetrainingJob": "bikes.jobs.retraining",
+    "ExportJob": "bikes.jobs.export",
 }
 
 

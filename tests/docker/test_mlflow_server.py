@@ -3,6 +3,7 @@ jobs (training, the evaluations gate, monitoring) talking to it over HTTP."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import typing as T
@@ -84,8 +85,13 @@ def test_the_server_accepts_the_compose_host_names_only(mlflow_server: str) -> N
     assert rebinding.status_code in (400, 403)
 
 
-def test_training_gate_and_monitoring_over_http(mlflow_server: str, tmp_path: Path) -> None:
+def test_training_gate_and_monitoring_over_http(
+    mlflow_server: str, tmp_path: Path, splits_dir: Path
+) -> None:
     new_workspace(tmp_path)
+    # The session's splits, as `bikes confs/data.yaml` writes them: the data job never talks
+    # to MLflow (tests/test_scripts.py runs it from the CLI), the three jobs below do.
+    shutil.copytree(splits_dir, tmp_path / "data" / "splits")
     env = {**clean_environment(), "MLFLOW_TRACKING_URI": mlflow_server}
     monitoring = tmp_path / "monitoring.yaml"
     monitoring.write_text(
@@ -95,7 +101,6 @@ def test_training_gate_and_monitoring_over_http(mlflow_server: str, tmp_path: Pa
         "  channels: []\n"
     )
     steps = [
-        ["confs/data.yaml"],
         ["confs/training.yaml", "-e", "job.model.max_iter=40", "-e", "job.alias=challenger"],
         ["confs/evaluations.yaml", "-e", "job.bootstrap.resamples=20"],  # passes: promotes
         [str(monitoring)],

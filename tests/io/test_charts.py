@@ -4,7 +4,6 @@ in tooltips, numbers and dates as people read them."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -56,6 +55,9 @@ def _y_ticks(root: ET.Element) -> dict[float, float]:
         (12345.6, "12,300"),
         (-0.45538, "-0.455"),
         (0.0000123, "1.23e-05"),
+        (81.26, "81.3"),
+        (1234.0, "1,230"),
+        (-0.0412, "-0.0412"),
         (0.0, "0"),
         (None, "n/a"),
         (float("nan"), "n/a"),
@@ -76,8 +78,9 @@ def test_percentages_dates_and_periods_read_as_written_by_hand() -> None:
         "2012-07-01 → 2012-07-08"
     )
     assert charts.period_label(None, None) == "latest rows"
-    assert charts.tick_label(0.25) == "0.25"
-    assert charts.tick_label(1500.0) == "1,500"
+    assert charts.date_label("not a date") == "not a date"  # shown as written, not raised
+    assert charts.tick_labels([0.0, 0.25]) == ["0", "0.25"]
+    assert charts.tick_labels([0.0, 500.0, 1000.0, 1500.0])[-1] == "1,500"
 
 
 @pytest.mark.parametrize(
@@ -85,7 +88,29 @@ def test_percentages_dates_and_periods_read_as_written_by_hand() -> None:
     [(4.17, [0, 2, 4, 6]), (100.0, [0, 25, 50, 75, 100]), (0.83, [0, 0.25, 0.5, 0.75, 1.0])],
 )
 def test_ticks_are_round_and_reach_the_top(top: float, expected: list[float]) -> None:
-    assert charts.nice_ticks(top) == pytest.approx(expected)
+    assert charts.nice_ticks(0.0, top) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("low", "high"), [(0.0, 1.0), (38.2, 130.7), (-12.0, 47.0), (0.81, 0.84), (5.0, 5.0)]
+)
+def test_ticks_are_round_and_cover_the_range(low: float, high: float) -> None:
+    ticks = charts.nice_ticks(low, high)
+    assert ticks[0] <= low
+    assert ticks[-1] >= high
+    assert 2 <= len(ticks) <= 8
+    steps = np.diff(ticks)
+    assert steps == pytest.approx(np.full(len(steps), steps[0]))
+    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]) + 1e-9)
+    assert any(mantissa == pytest.approx(m) for m in (1, 2, 2.5, 5))
+
+
+def test_tick_labels_share_the_decimals_their_step_needs() -> None:
+    assert charts.tick_labels([50.0, 75.0, 100.0]) == ["50", "75", "100"]
+    assert charts.tick_labels([0.2, 0.4, 0.6]) == ["0.2", "0.4", "0.6"]
+    assert charts.tick_labels([0.0, 0.25, 0.5]) == ["0", "0.25", "0.50"]
+    # Not evenly spaced (a histogram's outer edges and median): three figures each.
+    assert charts.tick_labels([0.02, 0.4137, 0.98]) == ["0.0200", "0.414", "0.980"]
 
 
 def test_numeric_histograms_draw_densities_over_the_bin_edges() -> None:
@@ -159,18 +184,6 @@ def test_categorical_histograms_label_every_category_or_every_other() -> None:
     texts = _x_labels(_parse(charts.histogram_svg(many)))
     assert {"0", "2", "22"} <= set(texts)
     assert "1" not in texts  # 25 labels do not fit: every other one
-
-
-def test_the_line_chart_marks_every_window_with_its_value() -> None:
-    svg = charts.line_svg("RMSE", ["2012-07", "2012-08"], [81.25, 78.5], 38.4, "bikes per hour")
-    root = _parse(svg)
-    circles = list(root.iter(f"{SVG}circle"))
-    assert len(circles) == 2
-    assert circles[0].find(f"{SVG}title").text == "2012-07: 81.25 bikes per hour"  # type: ignore[union-attr]
-    assert float(circles[0].attrib["cy"]) < float(circles[1].attrib["cy"])  # higher RMSE, higher
-    assert re.search(r"reference 38\.4<", svg)
-    small = charts.line_svg("f1", ["2023-05-25"], [0.83126], 0.9, "f1 (higher is better)")
-    assert "2023-05-25: 0.8313 f1 (higher is better)" in small  # not rounded to 0.8
 
 
 def test_several_lines_share_round_ticks_a_legend_and_skip_missing_windows() -> None:

@@ -22,7 +22,7 @@ from bikes.core.comparison import Slicing
 from bikes.core.contract import Contract
 from bikes.core.monitoring import Monitor
 from bikes.io import report_performance
-from bikes.io.report_performance import nice_ticks, performance_html, sig
+from bikes.io.report_performance import performance_html
 
 NOW = dt.datetime(2026, 1, 1)
 START = dt.datetime(2012, 7, 2)
@@ -64,6 +64,16 @@ def _text(element: ET.Element) -> str:
 
 def _number(text: str) -> float:
     return float(text.replace(",", "").rstrip("%"))
+
+
+def _per_window(root: ET.Element, view: str) -> list[ET.Element]:
+    """A view's blocks, one per window, that the report's window picker shows one at a time
+    (class ``per-window``)."""
+    return [
+        e
+        for e in root.iter("div")
+        if "per-window" in (e.get("class") or "").split() and e.get("data-view") == view
+    ]
 
 
 def _chart(root: ET.Element, name: str) -> list[ET.Element]:
@@ -112,7 +122,7 @@ def test_every_regression_metric_is_charted_over_the_windows_against_its_referen
         "Performance over time",
         "Residuals by window",
         "Predicted against actual",
-        "Performance per segment, latest window",
+        "Performance per segment",
     ]
     for metric in ("rmse", "mae", "r2", "mape"):
         (svg,) = _chart(root, f"metric-{metric}")
@@ -168,15 +178,13 @@ def test_residual_boxes_and_predicted_against_actual_follow_the_rows(
     # Wider errors from week 14: the boxes (middle half of the residuals) grow taller.
     heights = [float(box.find("rect").get("height")) for box in boxes]  # type: ignore[union-attr]
     assert np.mean(heights[14:]) > 1.8 * np.mean(heights[:14])
-    details = root.findall(".//details[@class='perf-window']")
-    assert len(details) == 27
-    assert [d.get("open") is not None for d in details] == [True] + [False] * 26  # latest open
-    assert details[0].get("data-window") == "26"
-    (earlier,) = root.findall(".//details[@class='perf-earlier']")  # folded until asked
-    assert len(earlier.findall("details")) == 26
-    assert earlier.get("open") is None
+    # One block per window, toggled by the report's window picker: only the latest shown.
+    blocks = _per_window(root, "predicted-actual")
+    assert [b.get("data-window") for b in blocks] == [str(i) for i in range(27)]
+    assert [b.get("hidden") is None for b in blocks] == [False] * 26 + [True]
+    assert all(len(_chart(b, "predicted-actual")) == 1 for b in blocks)
     latest = frames[-1]
-    (heatmap,) = _chart(details[0], "predicted-actual")
+    (heatmap,) = _chart(blocks[-1], "predicted-actual")
     cell = 10  # pixels: 20 bins on 200
     cells = 0  # rectangles of cells of one colour, as many cells as their area says
     for path in heatmap.iter("path"):
@@ -194,7 +202,9 @@ def test_the_segment_table_compares_the_latest_window_with_the_reference(
 ) -> None:
     windows, frames = regression_windows
     root = _parse(performance_html(windows, "regression"))
-    table = next(t for t in root.iter("table") if t.get("id") == "segments-table")
+    blocks = _per_window(root, "segments")  # one per window, for the window picker
+    assert [b.get("hidden") is None for b in blocks] == [False] * 26 + [True]
+    table = next(t for t in blocks[-1].iter("table") if t.get("class") == "segments-table")
     rows = [[_text(c) for c in row] for row in table.findall("tr")[1:]]
     latest = frames[-1]
     assert [r[1] for r in rows] == ["1", "2", "3", "4"]
@@ -232,8 +242,9 @@ def test_classification_windows_show_the_confusion_matrix_roc_and_calibration() 
     assert {
         f"metric-{m}" for m in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
     } <= charted
-    details = root.findall(".//details[@class='perf-window']")
-    assert [d.get("data-window") for d in details] == ["3", "2", "1", "0"]
+    details = _per_window(root, "classes")
+    assert [d.get("data-window") for d in details] == ["0", "1", "2", "3"]
+    assert [d.get("hidden") is None for d in details] == [False, False, False, True]
     for detail in details:
         frame = frames[int(detail.get("data-window", ""))]
         table = detail.find(".//table")
@@ -254,8 +265,8 @@ def test_classification_windows_show_the_confusion_matrix_roc_and_calibration() 
         (calibration,) = _chart(detail, "calibration")
         rows, _ = np.histogram(frame["p_rain"], bins=np.linspace(0, 1, 11))
         assert len(calibration.findall("circle")) == np.count_nonzero(rows)
-    aucs = [float(re.search(r"AUC rain ([\d.]+)", _text(d.find("summary")))[1]) for d in details]  # type: ignore[arg-type,index]
-    assert max(aucs[:2]) < min(aucs[2:])  # the latest two windows: labels less predictable
+    aucs = [float(re.search(r"AUC rain ([\d.]+)", _text(d.find("p")))[1]) for d in details]  # type: ignore[arg-type,index]
+    assert max(aucs[2:]) < min(aucs[:2])  # the latest two windows: labels less predictable
 
 
 def test_the_fragment_is_self_contained_well_formed_and_small(
@@ -278,40 +289,3 @@ def test_no_labels_says_so() -> None:
     root = _parse(performance_html([window], "regression"))
     assert "performance is unknown" in _text(root)
     assert not list(root.iter("svg"))
-
-
-@pytest.mark.parametrize(
-    ("value", "shown"),
-    [
-        (0.5556, "0.556"),
-        (0.004326, "0.00433"),
-        (81.26, "81.3"),
-        (1234.0, "1,230"),
-        (9.996, "10.0"),
-        (-0.0412, "-0.0412"),
-        (0.0, "0"),
-        (None, ""),
-    ],
-)
-def test_numbers_read_with_three_significant_figures(value: float | None, shown: str) -> None:
-    assert sig(value) == shown
-
-
-@pytest.mark.parametrize(
-    ("low", "high"), [(0.0, 1.0), (38.2, 130.7), (-12.0, 47.0), (0.81, 0.84), (5.0, 5.0)]
-)
-def test_ticks_are_round_and_cover_the_range(low: float, high: float) -> None:
-    ticks = nice_ticks(low, high)
-    assert ticks[0] <= low
-    assert ticks[-1] >= high
-    assert 2 <= len(ticks) <= 8
-    steps = np.diff(ticks)
-    assert steps == pytest.approx(np.full(len(steps), steps[0]))
-    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]) + 1e-9)
-    assert any(mantissa == pytest.approx(m) for m in (1, 2, 2.5, 5))
-
-
-def test_tick_labels_share_the_decimals_their_step_needs() -> None:
-    assert report_performance.tick_labels([50.0, 75.0, 100.0]) == ["50", "75", "100"]
-    assert report_performance.tick_labels([0.2, 0.4, 0.6]) == ["0.2", "0.4", "0.6"]
-    assert report_performance.tick_labels([0.0, 0.25, 0.5]) == ["0", "0.25", "0.50"]

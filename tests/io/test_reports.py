@@ -62,7 +62,9 @@ def _windows(
     return monitor, results
 
 
-def _render(monitor: Monitor, windows: list[dict[str, T.Any]]) -> str:
+def _render(
+    monitor: Monitor, windows: list[dict[str, T.Any]], retraining: dict[str, T.Any] | None = None
+) -> str:
     return reports.render(
         windows,
         monitor.detectors,
@@ -75,6 +77,7 @@ def _render(monitor: Monitor, windows: list[dict[str, T.Any]]) -> str:
             contract=monitor.contract,
             contract_source="from the job's config",
         ),
+        retraining=retraining,
     )
 
 
@@ -235,3 +238,86 @@ def test_only_the_latest_shares_still_render() -> None:
     data = _data(report)
     assert data["windows"][0]["columns"] == {}
     assert set(data["windows"][1]["columns"]) == {"temp", "shop", "prediction", "y"}
+
+
+def test_the_window_picker_stands_above_every_view_it_switches() -> None:
+    """Three labelled windows: one picker, above the performance views, and per window one
+    block of diagnostics, one drift table and one data quality table, the latest shown."""
+    monitor, windows = _windows([_table(300, 1), _table(300, 2, shift=10.0), _table(300, 3)])
+    report = _render(monitor, windows)
+    assert report.count("<select id='window'>") == 1
+    assert report.index("<select id='window'>") < report.index("<h2 id='performance'>")
+    blocks = re.findall(
+        r"<div class='per-window(?: perf-window' data-view='([\w-]+))?' data-window='(\d+)'"
+        r"( hidden)?>",
+        report,
+    )
+    for index in range(3):
+        mine = [(view, hidden) for view, i, hidden in blocks if i == str(index)]
+        assert sorted(view for view, _ in mine) == ["", "", "predicted-actual"]
+        assert {hidden for _, hidden in mine} == {"" if index == 2 else " hidden"}
+    perf = re.findall(
+        r"<div class='per-window perf-window' data-view='predicted-actual' data-window='(\d)'"
+        r"[^>]*>(.*?)</div>",
+        report,
+    )
+    assert [i for i, _ in perf] == ["0", "1", "2"]
+    assert all("data-chart='predicted-actual'" in body for _, body in perf)
+    assert re.search(r"<g class='box' data-window='1'>", report)  # the script marks the chosen
+
+
+PROMOTED = {
+    "status": "promoted",
+    "model_name": "shop",
+    "trigger": "finding",
+    "monitoring_run_id": "m0n1",
+    "window": {"start": "2026-03-01T00:00:00", "end": "2026-03-14T23:00:00"},
+    "holdout": {"start": "2026-03-15T00:00:00", "end": "2026-03-21T23:00:00", "rows": 168},
+    "rows": {"store": 336, "training_data": 10_000, "total": 10_336},
+    "run_id": "r3tr41n",
+    "model_version": "4",
+    "training_run_id": "tr41n",
+    "gate_rows": 1_168,
+    "verdict": "passed",
+    "promoted": True,
+    "evaluations_run_id": "g4t3",
+    "champion_version": "4",
+}
+
+
+def _section(report: str) -> str | None:
+    found = re.search(r"<section id='retraining'.*?</section>", report)
+    return None if found is None else html.unescape(re.sub(r"<[^>]+>", " ", found.group(0)))
+
+
+def test_the_retraining_a_finding_started_is_told_and_only_then() -> None:
+    monitor, windows = _windows([_table(300, 1), _table(300, 2, shift=10.0)])
+    assert _section(_render(monitor, windows)) is None  # no retraining asked
+    assert _section(_render(monitor, windows, {"status": "no_finding"})) is None
+    promoted = _section(_render(monitor, windows, PROMOTED))
+    assert promoted is not None
+    said = " ".join(promoted.split())
+    assert "Retraining" in said
+    assert "version 4 passed the gate and was promoted" in said
+    assert "Gate verdict passed" in said
+    assert "10,336 rows (336 labelled store rows of 2026-03-01 → 2026-03-14 23:00" in said
+    assert "1,168 rows (168 held out, 2026-03-15 → 2026-03-21 23:00)" in said
+    assert "retraining r3tr41n, training tr41n, gate g4t3" in said
+    blocked = PROMOTED | {
+        "status": "blocked",
+        "model_version": "5",
+        "verdict": "failed",
+        "promoted": False,
+        "champion_version": None,
+        "reason": "root_mean_squared_error: 91.2 is not at most 80 <script>",
+    }
+    text = _render(monitor, windows, blocked)
+    said = " ".join((_section(text) or "").split())
+    assert "version 5 was blocked by the gate: the champion stays" in said
+    assert "Gate verdict failed" in said
+    assert "91.2 is not at most 80 <script>" in said  # the gate's reason, escaped in the page
+    assert "80 <script>" not in text
+    assert "Champion" not in said
+    cooldown = {"status": "cooldown", "last_trigger": "2026-03-20T10:00:00", "cooldown": "7D"}
+    said = " ".join((_section(_render(monitor, windows, cooldown)) or "").split())
+    assert "no retraining: one started at 2026-03-20 10:00 and the cooldown (7D)" in said

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import logging
 import os
 import socket
+import sys
 import threading
 import time
 import typing as T
@@ -14,7 +16,7 @@ import pytest
 from loguru import logger
 
 from bikes.core.errors import InputError
-from bikes.io.services import LoggerService, MlflowService
+from bikes.io.services import LoggerService, MlflowService, quiet
 from tests.serving.test_app import free_port
 
 
@@ -172,3 +174,85 @@ def test_logger_levels_are_checked() -> None:
     LoggerService(level="DEBUG").start()
     with pytest.raises(ValueError, match="level"):
         LoggerService.model_validate({"level": "LOUD"})
+
+
+def test_artifact_progress_bars_are_off_while_mlflow_runs_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A download of a few local kilobytes draws no bar in a job's log; the user's own
+    setting wins, and stop() hands the environment back."""
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    service = MlflowService(
+        tracking_uri=f"sqlite:///{tmp_path}/m.db", artifact_root=str(tmp_path / "artifacts")
+    )
+    (tmp_path / "files").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "files" / name).write_text(name)
+    service.start()
+    try:
+        assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(tmp_path / "files"), artifact_path="files")
+        capsys.readouterr()
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run.info.run_id}/files", dst_path=str(tmp_path / "quiet")
+        )
+        assert "Downloading artifacts" not in capsys.readouterr().err
+    finally:
+        service.stop()
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    service.start()
+    try:
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run.info.run_id}/files", dst_path=str(tmp_path / "asked")
+        )
+        assert "Downloading artifacts" in capsys.readouterr().err  # the bar is MLflow's own
+    finally:
+        service.stop()
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
+
+
+def test_quiet_silences_a_logger_below_warning_for_the_block_only() -> None:
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    chatty = logging.getLogger("bikes.tests.chatty")
+    chatty.setLevel(logging.INFO)
+    handler = Collect()
+    chatty.addHandler(handler)
+    try:
+        with quiet("bikes.tests.chatty"):
+            chatty.info("step detail")
+            chatty.warning("a real warning")
+        chatty.info("after the block")
+    finally:
+        chatty.removeHandler(handler)
+    assert records == ["a real warning", "after the block"]
+    assert chatty.level == logging.INFO
+
+
+def test_the_background_start_warms_up_the_modules_the_job_asked_for(tmp_path: Path) -> None:
+    """``defer_start(warm_up)``: the modules are imported by MLflow's thread once it started,
+    and ready() waits for them; an import that fails is the start's error, raised by ready()."""
+    module = tmp_path / "bikes_warm_up_probe.py"
+    module.write_text("import threading\nTHREAD = threading.current_thread().name\n")
+    sys.path.insert(0, str(tmp_path))
+    service = MlflowService(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    try:
+        service.defer_start(["bikes_warm_up_probe"])
+        service.start()
+        service.ready()
+        assert sys.modules["bikes_warm_up_probe"].THREAD == "mlflow-start"
+        service.stop()
+        service.defer_start(["bikes_no_such_module"])
+        service.start()
+        with pytest.raises(ModuleNotFoundError, match="bikes_no_such_module"):
+            service.ready()
+    finally:
+        service.stop()
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("bikes_warm_up_probe", None)

@@ -269,7 +269,7 @@ def test_the_html_report_renders_in_headless_chromium(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from bikes.io.charts import number
+    from bikes.io.charts import number, period_label
 
     # A copy of the store: this backfill's metrics and alert cooldowns stay its own.
     store = tmp_path / "predictions.db"
@@ -361,13 +361,45 @@ def test_the_html_report_renders_in_headless_chromium(
             line = chart.find_element(By.CSS_SELECTOR, "polyline.current")
             return chart.find_element(By.TAG_NAME, "text").text, line.get_attribute("points")
 
+        def diagnostics() -> tuple[str | None, str, str | None, list[str | None]]:
+            """The performance diagnostics on screen: their window, their summary line, the
+            window whose box the residual chart marks, and the segment table's window."""
+            blocks = [
+                b
+                for b in driver.find_elements(
+                    By.CSS_SELECTOR, "div.perf-window[data-view='predicted-actual']"
+                )
+                if b.is_displayed()
+            ]
+            assert len(blocks) == 1
+            assert blocks[0].find_element(By.CSS_SELECTOR, "svg[data-chart='predicted-actual']")
+            marked = driver.find_elements(By.CSS_SELECTOR, "g.box.chosen")
+            segments = driver.find_elements(By.CSS_SELECTOR, "div[data-view='segments']")
+            return (
+                blocks[0].get_attribute("data-window"),
+                blocks[0].find_element(By.CSS_SELECTOR, "p.perf-summary").text,
+                marked[0].get_attribute("data-window") if len(marked) == 1 else None,
+                [b.get_attribute("data-window") for b in segments if b.is_displayed()],
+            )
+
+        def summary(index: int) -> str:
+            """A window's diagnostics summary as the report must show it, from the JSON."""
+            window, figures = windows[index]["window"], windows[index]["diagnostics"]
+            return (
+                f"{period_label(window['start'], window['end'])} · {figures['rows']:,} labelled "
+                f"rows · residual median {number(figures['residual_quantiles']['0.5'])}, mean "
+                f"{number(figures['residual_mean'])}"
+            )
+
         assert shown() == expected(26)  # the latest window first
+        assert diagnostics() == ("26", summary(26), "26", ["26"])
         drawn = {26: temp_chart()}
         select = Select(driver.find_element(By.ID, "window"))
         for index in (0, 13):
             select.select_by_value(str(index))
             wait.until(lambda _, i=index: body.get_attribute("data-window") == str(i))
             assert shown() == expected(index)
+            assert diagnostics() == (str(index), summary(index), str(index), [str(index)])
             drawn[index] = temp_chart()
             score = windows[index]["data_drift"]["columns"]["temp"]["score"]
             assert drawn[index][0] == f"temp: wasserstein {number(score)} (threshold 0.1)"
@@ -376,6 +408,7 @@ def test_the_html_report_renders_in_headless_chromium(
         driver.find_element(By.CSS_SELECTOR, "a[data-goto='5']").click()
         wait.until(lambda _: body.get_attribute("data-window") == "5")
         assert shown() == expected(5)
+        assert diagnostics() == ("5", summary(5), "5", ["5"])
         assert select.first_selected_option.get_attribute("value") == "5"
         assert driver.find_element(By.CSS_SELECTOR, "[data-column] polyline.current").is_displayed()
         driver.save_screenshot(str(tmp_path / "report.png"))

@@ -307,6 +307,11 @@ def test_a_finding_retrains_once_within_the_cooldown(
     remembered = json.loads(client.get_registered_model(name).tags[LAST_FINDING_TAG])
     assert remembered["monitoring_run_id"] == first["run_id"]
     assert client.get_run(first["run_id"]).data.tags["retraining"] == retrained["status"]
+    # The report is written again once the retraining is done, and logged again: it says so.
+    logged = client.download_artifacts(first["run_id"], "monitoring/monitoring.html", str(tmp_path))
+    for text in ((tmp_path / "monitoring.html").read_text(), Path(logged).read_text()):
+        assert f"version {version} passed the gate" in text
+        assert retrained["run_id"] in text
     versions = _versions(services, name)
 
     with MonitoringJob.model_validate(monitoring) as job:
@@ -314,6 +319,7 @@ def test_a_finding_retrains_once_within_the_cooldown(
 
     assert second["status"] == "detected"  # the same episode, found again ...
     assert second["retraining"]["status"] == "cooldown"  # ... retrains no more
+    assert "no retraining: one started at" in (tmp_path / "monitoring.html").read_text()
     assert _versions(services, name) == versions
     assert champion in versions
 

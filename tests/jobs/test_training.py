@@ -15,7 +15,14 @@ from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 from bikes.io.contracts import CONTRACT_TAG, load_contract, model_contract
 from bikes.io.registry import ModelRef
 from bikes.jobs.training import HELD_OUT_ARTIFACT, REFERENCE_ARTIFACT, REFERENCE_TAG, TrainingJob
-from tests.conftest import BIKES_CONTRACT, FAST_MODEL, started
+from tests.conftest import (
+    BIKES_CONTRACT,
+    FAST_MODEL,
+    clean_environment,
+    new_workspace,
+    run_bikes,
+    started,
+)
 
 BIKE_FEATURES = load_contract(str(BIKES_CONTRACT)).feature_names
 
@@ -353,3 +360,44 @@ def test_the_validation_line_names_its_rows_and_units_and_the_model_states_its_e
     assert set(requirements.split()) == pinned
     noise = [m for m in records.messages if "Detected uv project" in m or "pip version" in m]
     assert noise == []
+
+
+MLFLOW_CHATTER = (
+    "Successfully registered model",  # MLflow's fluent registration prints these two
+    "already exists. Creating a new version",
+    "Created version",
+    "Downloading artifacts",  # its progress bar for every artifact download
+    "it/s]",
+)
+
+
+def test_a_training_run_and_a_model_load_read_one_line_per_step(
+    splits_dir: Path, tmp_path: Path
+) -> None:
+    """As a user runs them, in fresh processes: the job's own lines, none of MLflow's prints
+    or progress bars (registering twice: the second says nothing of an existing model)."""
+    cwd, env = new_workspace(tmp_path), clean_environment()
+    train = [
+        "confs/training.yaml",
+        "-e",
+        "job.model.max_iter=20",
+        "-e",
+        "job.alias=champion",
+        "-e",
+        f"job.inputs.path={splits_dir / 'train.parquet'}",
+    ]
+    first, second = run_bikes(train, cwd, env), run_bikes(train, cwd, env)
+    predicted = run_bikes(
+        ["confs/inference.yaml", "-e", f"job.inputs.path={splits_dir / 'production.parquet'}"],
+        cwd,
+        env,
+    )
+    for done in (first, second, predicted):
+        assert done.returncode == 0, done.stderr[-3000:]
+        said = done.stdout + done.stderr
+        assert [noise for noise in MLFLOW_CHATTER if noise in said] == []
+    assert "Fitting a HistGradientBoosting regression on 10821 rows" in first.stderr
+    assert "Registered bikes version 1 as @champion" in first.stderr
+    assert "Registered bikes version 2 as @champion" in second.stderr
+    assert "Scoring 4376 rows with bikes version 2" in predicted.stderr
+    assert "Wrote 4376 predictions to outputs/predictions.parquet" in predicted.stderr

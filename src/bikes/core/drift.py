@@ -79,6 +79,13 @@ class Detector:
     column (every numeric method works on sorted data), the category counts of the others.
     """
 
+    categories: np.ndarray
+    counts: np.ndarray
+    edges: np.ndarray
+    sorted_reference: np.ndarray
+    reference_shares: np.ndarray
+    std: float
+
     def __init__(
         self,
         column: str,
@@ -89,17 +96,7 @@ class Detector:
         small_sample: int = SMALL_SAMPLE,
     ) -> None:
         values = _finite(np.asarray(reference), kind)
-        self.column = column
-        self.kind = kind
-        self.size = int(values.size)
-        self.method = method or default_method(kind, self.size, small_sample)
-        if self.method not in DEFAULT_THRESHOLDS:
-            raise ValueError(f"{column}: unknown drift method {self.method!r}")
-        self.threshold = DEFAULT_THRESHOLDS[self.method] if threshold is None else threshold
-        self.categories: np.ndarray = np.array([])
-        self.counts: np.ndarray = np.array([], dtype=np.int64)
-        self.edges: np.ndarray = np.array([])
-        self.sorted_reference: np.ndarray = np.array([])
+        self._prepare(column, kind, int(values.size), method, threshold, small_sample)
         if kind == "numeric":
             self.sorted_reference = np.sort(values)  # once, for every window
             self.std = float(np.std(self.sorted_reference)) if self.size else 0.0
@@ -108,6 +105,38 @@ class Detector:
         else:
             self.categories, self.counts = np.unique(values, return_counts=True)
             self.reference_shares = _shares(np.append(self.counts, 0))
+
+    def _prepare(
+        self,
+        column: str,
+        kind: Kind,
+        size: int,
+        method: str | None,
+        threshold: float | None,
+        small_sample: int,
+    ) -> None:
+        """What every detector holds, however its reference was summarised (here from the
+        values, in ``core.summaries`` from a distributed engine's aggregates)."""
+        self.column = column
+        self.kind = kind
+        self.size = size
+        self.method = method or default_method(kind, self.size, small_sample)
+        if self.method not in DEFAULT_THRESHOLDS:
+            raise ValueError(f"{column}: unknown drift method {self.method!r}")
+        self.threshold = DEFAULT_THRESHOLDS[self.method] if threshold is None else threshold
+        self.categories = np.array([])
+        self.counts = np.array([], dtype=np.int64)
+        self.edges = np.array([])
+        self.sorted_reference = np.array([])
+        self.std = 0.0
+
+    def score_counts(self, categories: np.ndarray, counts: np.ndarray) -> DriftResult:
+        """A categorical or binary window's verdict from its distinct present values (sorted,
+        as ``np.unique`` gives them) and their counts: what a distributed engine computes."""
+        if counts.sum() == 0 or self.size == 0:
+            return DriftResult(self.column, self.method, float("nan"), self.threshold, False)
+        shares = self._category_shares(categories, counts)
+        return self._verdict(self._statistic(categories, counts, shares), shares)
 
     def score(self, current: npt.ArrayLike) -> DriftResult:
         values = _finite(np.asarray(current), self.kind)
@@ -120,13 +149,16 @@ class Detector:
         else:  # categories and counts, once: shares, chi-square and Z-test all use them
             values, counts = np.unique(values, return_counts=True)
             shares = self._category_shares(values, counts)
-        value = self._statistic(values, counts, shares)
+        return self._verdict(self._statistic(values, counts, shares), shares)
+
+    def _verdict(self, score: float, shares: np.ndarray) -> DriftResult:
+        """The score judged against this column's threshold, with the binned shares."""
         return DriftResult(
             self.column,
             self.method,
-            value,
+            score,
             self.threshold,
-            is_drift(self.method, value, self.threshold),
+            is_drift(self.method, score, self.threshold),
             shares,
         )
 

@@ -289,73 +289,34 @@ class Monitor:
         score_drift: dict[str, DriftResult] = {}
         for column in self.scores:
             score_drift |= self._drift_of(current, column)
-        self.window_shares.append(
-            {
-                column: result.shares
-                for column, result in [
-                    *drifts.items(),
-                    *prediction_drift.items(),
-                    *score_drift.items(),
-                    *target_drift.items(),
-                ]
-            }
-        )
-        # The share's denominator: the scored columns (a missing one is not scored) whose
-        # drift is not expected; its numerator, those of them that drift.
-        counted = [result for column, result in drifts.items() if column not in self.expected]
-        drifted = sum(result.drift for result in counted)
-        share = drifted / len(counted) if counted else 0.0
-        columns = {c: _drift_dict(r) | {"expected": c in self.expected} for c, r in drifts.items()}
-        for column in missing:
-            detector = self.detectors[column]
-            columns[column] = {
-                "column": column,
-                "method": detector.method,
-                "score": None,
-                "threshold": detector.threshold,
-                "drift": False,
-                "expected": column in self.expected,
-                "missing_column": True,
-            }
+        self.window_shares.append(shares_of(drifts, prediction_drift, score_drift, target_drift))
         total = rows + len(rejected)
-        result: dict[str, T.Any] = {
-            "window": {
-                "start": None if start is None else pd.Timestamp(start).isoformat(),
-                "end": None if end is None else pd.Timestamp(end).isoformat(),
-                "rows": rows,
-            },
-            "model_version": _model_version(current),
-            "data_quality": {
-                "rows": rows,
-                "rejected_rows": len(rejected),
-                "rejected_share": len(rejected) / total if total else None,
-                "missing_columns": missing,
-                "freshness": freshness(current["event_time"], now)
+        result = window_result(
+            WindowFigures(
+                start=start,
+                end=end,
+                rows=rows,
+                rejected_rows=len(rejected),
+                rejected_share=len(rejected) / total if total else None,
+                model_version=_model_version(current),
+                freshness=freshness(current["event_time"], now)
                 if "event_time" in current
                 else None,
-                "columns": quality,
-            },
-            "data_drift": {
-                "dataset_drift": bool(share >= self.drift.share),
-                "drift_share": share,
-                "share_threshold": self.drift.share,
-                "drifted_columns": drifted,
-                "counted_columns": len(counted),
-                "expected_columns": sorted(self.expected),
-                "expected_drifted_columns": sorted(
-                    c for c, r in drifts.items() if c in self.expected and r.drift
-                ),
-                "columns": columns,
-            },
-            "prediction_drift": _single_drift(prediction_drift),
-            "score_drift": {c: _drift_dict(r) for c, r in score_drift.items()},
-            "target_drift": _single_drift(target_drift),
-            "performance": self._performance(current),
-            "segments": self._segments(current),
-            "diagnostics": self._diagnostics(current),
-            "service": _service(current),
-        }
-        result["status"] = status_of(result)
+                missing=missing,
+                quality=quality,
+                drifts=drifts,
+                prediction_drift=prediction_drift,
+                score_drift=score_drift,
+                target_drift=target_drift,
+                performance=self._performance(current),
+                segments=self._segments(current),
+                diagnostics=self._diagnostics(current),
+                service=_service(current),
+            ),
+            self.detectors,
+            self.expected,
+            self.drift.share,
+        )
         return result
 
     def _quality(
@@ -366,14 +327,7 @@ class Monitor:
             counts(current.get(column), len(current), feature),
             counts(rejected.get(column), len(rejected), feature),
         ]
-        figures = column_quality(parts, self.known.get(column), absent=absent)
-        figures["issue"] = bool(
-            absent
-            or (figures["missing_share"] > 0 and not feature.nullable)
-            or figures["out_of_range_share"] > 0
-            or figures["unseen_categories"]
-        )
-        return figures
+        return with_issue(column_quality(parts, self.known.get(column), absent=absent), feature)
 
     def _drift_of(self, current: pd.DataFrame, column: str | None) -> dict[str, DriftResult]:
         """``{column: result}`` for an output column, or ``{}`` when it is absent or empty."""
@@ -509,46 +463,14 @@ class Monitor:
     ) -> tuple[dict[str, float] | None, dict[str, T.Any]]:
         """The reference figures and where they come from: the held-out record when it has
         the watched metric, else the reference table's own rows, said plainly."""
-        held_out = self.origin.held_out
-        if held_out is not None and _finite(held_out.metrics.get(self.metric)):
-            figures = {k: float(v) for k, v in held_out.metrics.items() if _finite(v)}
-            return figures, {
-                "kind": "held_out",
-                "source": held_out.source,
-                "rows": held_out.rows,
-                "start": None if held_out.start is None else held_out.start.isoformat(),
-                "end": None if held_out.end is None else held_out.end.isoformat(),
-                "optimistic": False,
-                "note": "held out: rows the model did not train on",
-            }
         labelled = self._labelled(reference)
-        rows = None if labelled is None else len(labelled)
-        start, end = _period(labelled, self.contract.timestamp)
-        if held_out is not None:
-            why = f"its {HELD_OUT_TAG} record has no {self.metric}"
-        else:
-            why = f"no {HELD_OUT_TAG} record"
-        if self.origin.in_sample:
-            kind, optimistic = "in_sample", True
-            note = (
-                f"in-sample: optimistic ({why}): the model's fit on its own training rows, "
-                "which it has seen; production will look worse than it is"
-            )
-        else:
-            kind, optimistic = "reference_table", False
-            note = (
-                f"the reference table's own target and prediction columns ({why}): held out "
-                "only if those predictions were made on rows the model did not train on"
-            )
-        return self.in_sample_performance, {
-            "kind": kind,
-            "source": f"{self.origin.name} ({rows or 0:,} labelled rows)",
-            "rows": rows,
-            "start": start,
-            "end": end,
-            "optimistic": optimistic,
-            "note": note,
-        }
+        return reference_performance(
+            self.origin,
+            self.metric,
+            self.in_sample_performance,
+            None if labelled is None else len(labelled),
+            _period(labelled, self.contract.timestamp),
+        )
 
     def _segment_reference(self, reference: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         """The rows the per-segment reference figures come from, and their kind: the held-out
@@ -609,6 +531,165 @@ class Monitor:
                 }
             )
         return entries
+
+
+def reference_performance(
+    origin: ReferenceOrigin,
+    metric: str,
+    own_figures: dict[str, float] | None,
+    own_rows: int | None,
+    own_period: tuple[str | None, str | None],
+) -> tuple[dict[str, float] | None, dict[str, T.Any]]:
+    """The reference figures and where they come from: the held-out record when it has the
+    watched ``metric``, else the reference table's own labelled rows (``own_*``, computed by
+    the engine), said plainly: in-sample figures are optimistic."""
+    held_out = origin.held_out
+    if held_out is not None and _finite(held_out.metrics.get(metric)):
+        figures = {k: float(v) for k, v in held_out.metrics.items() if _finite(v)}
+        return figures, {
+            "kind": "held_out",
+            "source": held_out.source,
+            "rows": held_out.rows,
+            "start": None if held_out.start is None else held_out.start.isoformat(),
+            "end": None if held_out.end is None else held_out.end.isoformat(),
+            "optimistic": False,
+            "note": "held out: rows the model did not train on",
+        }
+    why = (
+        f"no {HELD_OUT_TAG} record"
+        if held_out is None
+        else f"its {HELD_OUT_TAG} record has no {metric}"
+    )
+    if origin.in_sample:
+        kind, optimistic = "in_sample", True
+        note = (
+            f"in-sample: optimistic ({why}): the model's fit on its own training rows, "
+            "which it has seen; production will look worse than it is"
+        )
+    else:
+        kind, optimistic = "reference_table", False
+        note = (
+            f"the reference table's own target and prediction columns ({why}): held out "
+            "only if those predictions were made on rows the model did not train on"
+        )
+    start, end = own_period
+    return own_figures, {
+        "kind": kind,
+        "source": f"{origin.name} ({own_rows or 0:,} labelled rows)",
+        "rows": own_rows,
+        "start": start,
+        "end": end,
+        "optimistic": optimistic,
+        "note": note,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowFigures:
+    """What an engine (pandas here, Spark in ``bikes.spark``) computed for one window;
+    ``window_result`` turns it into the result every consumer reads, the same for both."""
+
+    start: dt.datetime | None
+    end: dt.datetime | None
+    rows: int
+    rejected_rows: int
+    rejected_share: float | None
+    model_version: str | None
+    freshness: dict[str, T.Any] | None
+    missing: list[str]
+    quality: dict[str, dict[str, T.Any]]
+    drifts: dict[str, DriftResult]
+    prediction_drift: dict[str, DriftResult]
+    score_drift: dict[str, DriftResult]
+    target_drift: dict[str, DriftResult]
+    performance: dict[str, T.Any] | None
+    segments: list[dict[str, T.Any]]
+    diagnostics: dict[str, T.Any] | None
+    service: dict[str, T.Any] | None
+
+
+def window_result(
+    figures: WindowFigures,
+    detectors: T.Mapping[str, Detector],
+    expected: frozenset[str],
+    share_threshold: float,
+) -> dict[str, T.Any]:
+    """One window's result (JSON, metrics rows, report, alerts all read it), with its status.
+
+    The dataset-drift share's denominator is the scored columns (a missing one is not scored)
+    whose drift the contract does not expect; its numerator, those of them that drift.
+    """
+    drifts = figures.drifts
+    counted = [result for column, result in drifts.items() if column not in expected]
+    drifted = sum(result.drift for result in counted)
+    share = drifted / len(counted) if counted else 0.0
+    columns = {c: _drift_dict(r) | {"expected": c in expected} for c, r in drifts.items()}
+    for column in figures.missing:
+        detector = detectors[column]
+        columns[column] = {
+            "column": column,
+            "method": detector.method,
+            "score": None,
+            "threshold": detector.threshold,
+            "drift": False,
+            "expected": column in expected,
+            "missing_column": True,
+        }
+    start, end = figures.start, figures.end
+    result: dict[str, T.Any] = {
+        "window": {
+            "start": None if start is None else pd.Timestamp(start).isoformat(),
+            "end": None if end is None else pd.Timestamp(end).isoformat(),
+            "rows": figures.rows,
+        },
+        "model_version": figures.model_version,
+        "data_quality": {
+            "rows": figures.rows,
+            "rejected_rows": figures.rejected_rows,
+            "rejected_share": figures.rejected_share,
+            "missing_columns": figures.missing,
+            "freshness": figures.freshness,
+            "columns": figures.quality,
+        },
+        "data_drift": {
+            "dataset_drift": bool(share >= share_threshold),
+            "drift_share": share,
+            "share_threshold": share_threshold,
+            "drifted_columns": drifted,
+            "counted_columns": len(counted),
+            "expected_columns": sorted(expected),
+            "expected_drifted_columns": sorted(
+                c for c, r in drifts.items() if c in expected and r.drift
+            ),
+            "columns": columns,
+        },
+        "prediction_drift": _single_drift(figures.prediction_drift),
+        "score_drift": {c: _drift_dict(r) for c, r in figures.score_drift.items()},
+        "target_drift": _single_drift(figures.target_drift),
+        "performance": figures.performance,
+        "segments": figures.segments,
+        "diagnostics": figures.diagnostics,
+        "service": figures.service,
+    }
+    result["status"] = status_of(result)
+    return result
+
+
+def shares_of(*results: dict[str, DriftResult]) -> dict[str, np.ndarray]:
+    """Every scored column's binned current shares: what the report's window switcher draws."""
+    return {column: result.shares for group in results for column, result in group.items()}
+
+
+def with_issue(figures: dict[str, T.Any], feature: Feature) -> dict[str, T.Any]:
+    """A column's quality figures flagged: absent, missing where not nullable, out of range,
+    or an unseen category."""
+    figures["issue"] = bool(
+        figures.get("missing_column")
+        or (figures["missing_share"] > 0 and not feature.nullable)
+        or figures["out_of_range_share"] > 0
+        or figures["unseen_categories"]
+    )
+    return figures
 
 
 def status_of(result: dict[str, T.Any]) -> str:

@@ -6,6 +6,11 @@ run (import plus rendering); the charts stay vector (sharp when zoomed, printabl
 kilobytes each, and carry tooltips (``<title>``) with the exact figures. Colours come from
 palettes that colour-blind readers tell apart (blue against orange, ColorBrewer's RdBu,
 Okabe-Ito), and every chart that shows more than one thing has a legend.
+
+The number, date, period and axis formats here are the report's only ones: ``reports`` and
+``report_performance`` both write figures with ``number`` (significant figures), periods with
+``period_label`` and axes with ``nice_ticks`` and ``tick_labels``, so a figure reads the same
+wherever it stands.
 """
 
 from __future__ import annotations
@@ -66,37 +71,62 @@ def percent(share: float | None, digits: int = 3) -> str:
 
 
 def date_label(stamp: str | dt.datetime | None) -> str:
-    """A moment as a date, with the time only when it is not midnight: ``2012-07-01``."""
+    """A moment as a date, with the time only when it is not midnight: ``2012-07-01``; text
+    that is not an ISO time stays as it is."""
     if stamp is None or stamp == "":
         return ""
-    moment = stamp if isinstance(stamp, dt.datetime) else dt.datetime.fromisoformat(str(stamp))
+    if isinstance(stamp, dt.datetime):
+        moment = stamp
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(str(stamp))
+        except ValueError:
+            return str(stamp)
     if (moment.hour, moment.minute, moment.second) == (0, 0, 0):
         return moment.strftime("%Y-%m-%d")
     return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def period_label(start: str | dt.datetime | None, end: str | dt.datetime | None) -> str:
-    """A window as ``2012-07-01 → 2012-07-08`` (start included, end excluded)."""
-    if start is None and end is None:
+    """A window as ``2012-07-01 → 2012-07-08`` (start included, end excluded): the one way
+    the report writes a period."""
+    if not start and not end:
         return "latest rows"
     return f"{date_label(start)} → {date_label(end)}"
 
 
-def tick_label(value: float) -> str:
-    """An axis label: round values stay short (0.25, 2, 1,500), others get 3 figures."""
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
-
-
-def nice_ticks(top: float, count: int = 4) -> list[float]:
-    """Round tick values from 0 to at least ``top``: steps of 1, 2 or 5 times a power of ten."""
-    if not math.isfinite(top) or top <= 0:
+def nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
+    """Round tick values (1, 2, 2.5 or 5 times a power of ten apart) covering ``low..high``;
+    ``nice_ticks(0, top)`` for an axis from zero."""
+    if not (math.isfinite(low) and math.isfinite(high)):
         return [0.0, 1.0]
-    raw = top / count
+    if high <= low:  # one value: a little room around it (from zero: up to one)
+        pad = abs(low) * 0.1 or 1.0
+        low, high = (low - pad if low else low), high + pad
+        if high <= low:
+            return [0.0, 1.0]
+    raw = (high - low) / max(count, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    return [i * step for i in range(math.ceil(top / step - 1e-9) + 1)]
+    first = math.floor(low / step + 1e-9) * step
+    last = math.ceil(high / step - 1e-9) * step
+    return [round(first + k * step, 12) for k in range(round((last - first) / step) + 1)]
+
+
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Axis labels. Evenly spaced ticks get as many decimals as their step needs, all alike:
+    50, 75, 100 or 0.2, 0.4 or 0.25, 0.50 (not 50.0 or 0.200); other values (a histogram's
+    outer edges and median) and very large or small ones get ``number``'s figures."""
+    steps = [b - a for a, b in itertools.pairwise(ticks)]
+    if not steps or max(abs(t) for t in ticks) >= 1e6:
+        return [number(t) for t in ticks]
+    step = abs(steps[0]) or 1.0
+    if step < 1e-4 or any(abs(s - steps[0]) > step * 1e-6 for s in steps):
+        return [number(t) for t in ticks]
+    decimals = 0
+    while decimals < 6 and abs(round(step, decimals) - step) > step * 1e-6:
+        decimals += 1
+    return [f"{t:,.{decimals}f}" if t else "0" for t in ticks]
 
 
 # -- histograms ------------------------------------------------------------------------------
@@ -165,7 +195,7 @@ def histogram_geometry(panel: Histogram) -> Geometry:
     edges, scale, _ = densities(panel)
     top = panel.top or histogram_top(panel)
     x = Scale(edges[0], edges[-1], LEFT, WIDTH - RIGHT)
-    pixels = (HEIGHT - BOTTOM - TOP) / (nice_ticks(top)[-1] or 1.0)
+    pixels = (HEIGHT - BOTTOM - TOP) / (nice_ticks(0.0, top)[-1] or 1.0)
     return Geometry(
         [round(x(e), 1) for e in edges], [round(s * pixels, 3) for s in scale], HEIGHT - BOTTOM
     )
@@ -180,7 +210,8 @@ def histogram_svg(panel: Histogram, column: str | None = None) -> str:
     geometry = histogram_geometry(panel)
     x = Scale(edges[0], edges[-1], LEFT, WIDTH - RIGHT)
     if panel.edges is not None:
-        ticks = [(x(v), tick_label(v)) for v in (edges[0], float(np.median(edges)), edges[-1])]
+        values = [float(edges[0]), float(np.median(edges)), float(edges[-1])]
+        ticks = list(zip(map(x, values), tick_labels(values), strict=True))
     else:
         every = max(1, math.ceil(len(panel.labels) / 13))  # 24 hours + unseen: every other
         ticks = [(x(i), label) for i, label in enumerate(panel.labels) if i % every == 0]
@@ -209,50 +240,6 @@ def legend_html() -> str:
 
 
 # -- lines over windows ----------------------------------------------------------------------
-def line_svg(
-    title: str, labels: list[str], values: list[float], baseline: float | None, unit: str
-) -> str:
-    """Values over windows (markers with tooltips) against a dashed reference line."""
-    width, height = 900, 220
-    count = len(values)
-    top = max([*values, baseline or 0.0]) * 1.1 or 1.0
-    x = Scale(-0.5, count - 0.5, 60, width - 10)
-    y = Scale(0.0, top, height - 30, 10)
-    points = [(x(i), y(v)) for i, v in enumerate(values)]
-    markers = "".join(
-        f"<circle cx='{px:.1f}' cy='{py:.1f}' r='4' fill='{CURRENT_COLOUR}'>"
-        f"<title>{html.escape(label)}: {_figure(value)} {html.escape(unit)}</title></circle>"
-        for (px, py), label, value in zip(points, labels, values, strict=True)
-    )
-    reference = (
-        ""
-        if baseline is None
-        else f"<line x1='{x(-0.5):.1f}' x2='{x(count - 0.5):.1f}' y1='{y(baseline):.1f}' "
-        f"y2='{y(baseline):.1f}' stroke='#777' stroke-dasharray='6 4'>"
-        f"<title>reference: {_figure(baseline)} {html.escape(unit)}</title></line>"
-        f"<text x='{x(count - 0.5) - 4:.1f}' y='{y(baseline) - 4:.1f}' text-anchor='end' "
-        f"font-size='11' fill='#555'>reference {_figure(baseline)}</text>"
-    )
-    step = max(1, math.ceil(count / 12))
-    ticks = "".join(
-        f"<text x='{x(i):.1f}' y='{height - 12}' text-anchor='middle' font-size='11'>"
-        f"{html.escape(labels[i])}</text>"
-        for i in range(0, count, step)
-    )
-    grid = "".join(
-        f"<text x='54' y='{y(v) + 4:.1f}' text-anchor='end' font-size='11'>{number(v)}</text>"
-        for v in np.linspace(0, top / 1.1, 4)
-    )
-    return (
-        f"<svg viewBox='0 0 {width} {height}' role='img' aria-label='{html.escape(title)}'>"
-        f"<line x1='60' x2='{width - 10}' y1='{height - 30}' y2='{height - 30}' stroke='#999'/>"
-        f"<polyline points='{_points(points)}' fill='none' stroke='{CURRENT_COLOUR}' "
-        f"stroke-width='2'/>{markers}{reference}{ticks}{grid}"
-        f"<text x='14' y='{height / 2}' font-size='11' transform='rotate(-90 14 {height / 2})' "
-        f"text-anchor='middle'>{html.escape(unit)}</text></svg>"
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class Series:
     """One line of a ``lines_svg`` chart: a name for the legend, a value per window (None
@@ -271,7 +258,7 @@ def lines_svg(
     height, left, bottom = 230, 64, 48
     count = len(labels)
     known = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
-    ticks = nice_ticks(max(known, default=1.0) or 1.0)
+    ticks = nice_ticks(0.0, max(known, default=1.0) or 1.0)
     x = Scale(-0.5, count - 0.5, left, width - 10)
     y = Scale(0.0, ticks[-1], height - bottom, 24)
     parts = [
@@ -279,12 +266,12 @@ def lines_svg(
         f"<text x='{width / 2}' y='14' text-anchor='middle' font-size='12'>"
         f"{html.escape(title)}</text>",
     ]
-    for tick in ticks:
+    for tick, label in zip(ticks, tick_labels(ticks), strict=True):
         parts.append(
             f"<line x1='{left}' x2='{width - 10}' y1='{y(tick):.1f}' y2='{y(tick):.1f}' "
             f"stroke='{'#999' if tick == 0 else '#e5e5e5'}'/>"
             f"<text x='{left - 5}' y='{y(tick) + 4:.1f}' text-anchor='end' font-size='11'>"
-            f"{tick_label(tick)}</text>"
+            f"{label}</text>"
         )
     step = max(1, math.ceil(count / max(1, (width - left) // 80)))  # a date is ~70 pixels
     parts += [
@@ -377,16 +364,16 @@ def _mix(a: str, b: str, t: float) -> str:
 # -- pieces ----------------------------------------------------------------------------------
 def _y_axis(top: float, base: float, unit: str) -> str:
     """Gridlines and labels at round values, and the unit along the axis."""
-    ticks = nice_ticks(top)
+    ticks = nice_ticks(0.0, top)
     pixels = (HEIGHT - BOTTOM - TOP) / (ticks[-1] or 1.0)
     parts = []
-    for tick in ticks:
+    for tick, label in zip(ticks, tick_labels(ticks), strict=True):
         py = base - tick * pixels
         parts.append(
             f"<line x1='{LEFT}' x2='{WIDTH - RIGHT}' y1='{py:.1f}' y2='{py:.1f}' "
             f"stroke='{'#999' if tick == 0 else '#eee'}'/>"
             f"<text x='{LEFT - 3}' y='{py + 3:.1f}' text-anchor='end' font-size='9'>"
-            f"{tick_label(tick)}</text>"
+            f"{label}</text>"
         )
     middle = (TOP + base) / 2
     parts.append(
@@ -432,9 +419,3 @@ class Scale:
 
 def _points(points: list[tuple[float, float]]) -> str:
     return " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
-
-
-def _figure(value: float) -> str:
-    """A metric's value: four significant digits, whatever its scale (an RMSE of 81.25 or
-    an F1 of 0.8312)."""
-    return f"{value:.4g}"

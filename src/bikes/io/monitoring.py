@@ -47,24 +47,12 @@ class Window:
     rejected: pd.DataFrame | None = None
 
 
-class StoreReader(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
-    """Production windows from the capture store: the latest N rows, a range, or a backfill.
+class TimeWindows(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
+    """Event-time bounds, cut into windows: what the store's and the lake's readers share.
 
     With ``step`` (``1D``, ``6h``...) ``start``..``end`` is cut into windows, oldest first.
-    Only the rows of the job's ``registered_model`` are read.
     """
 
-    KIND: T.Literal["StoreReader"] = "StoreReader"
-    uri: str = pdt.Field(
-        default="sqlite:///predictions.db",
-        description="The capture store's SQLAlchemy URI; BIKES_STORE_URI wins over it.",
-    )
-    schema_name: str | None = pdt.Field(
-        default=None, description="PostgreSQL schema of the store's tables."
-    )
-    latest: int = pdt.Field(
-        default=500, gt=0, description="Without start and end: the latest N predictions."
-    )
     start: dt.datetime | None = pdt.Field(
         default=None, description="First event time of the range (inclusive)."
     )
@@ -74,13 +62,13 @@ class StoreReader(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
     step: str | None = pdt.Field(
         default=None,
         description="Cut start..end into windows of this pandas frequency (7D, 1D, MS...): a "
-        "backfill, oldest window first.",
+        "backfill, oldest window first, one window in memory at a time.",
     )
 
     @pdt.field_validator("start", "end")
     @classmethod
     def _naive_utc(cls, moment: dt.datetime | None) -> dt.datetime | None:
-        """The store's event times are naive UTC: an aware bound is converted, so it compares."""
+        """Captured event times are naive UTC: an aware bound is converted, so it compares."""
         return as_naive_utc(moment)
 
     @pdt.field_validator("step")
@@ -106,19 +94,38 @@ class StoreReader(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
             raise ValueError(f"start {self.start} is not before end {self.end}")
         return self
 
-    def store(self) -> Store:
-        return Store(configured_uri(self.uri), self.schema_name)
-
     def bounds(self) -> list[tuple[dt.datetime | None, dt.datetime | None]]:
-        """Each window's ``[start, end)``; ``(None, None)``: the latest rows."""
+        """Each window's ``[start, end)``: the steps of a backfill, else the one range
+        (``(None, None)``: no bounds, e.g. the store's latest rows)."""
         if self.step is not None and self.start is not None and self.end is not None:
             edges = pd.date_range(self.start, self.end, freq=self.step).to_pydatetime().tolist()
             if not edges or edges[-1] < self.end:
                 edges.append(self.end)
             return list(itertools.pairwise(edges))
-        if self.start is not None or self.end is not None:
-            return [(self.start, self.end)]
-        return [(None, None)]
+        return [(self.start, self.end)]
+
+
+class StoreReader(TimeWindows):
+    """Production windows from the capture store: the latest N rows, a range, or a backfill.
+
+    With ``step`` (``1D``, ``6h``...) ``start``..``end`` is cut into windows, oldest first.
+    Only the rows of the job's ``registered_model`` are read.
+    """
+
+    KIND: T.Literal["StoreReader"] = "StoreReader"
+    uri: str = pdt.Field(
+        default="sqlite:///predictions.db",
+        description="The capture store's SQLAlchemy URI; BIKES_STORE_URI wins over it.",
+    )
+    schema_name: str | None = pdt.Field(
+        default=None, description="PostgreSQL schema of the store's tables."
+    )
+    latest: int = pdt.Field(
+        default=500, gt=0, description="Without start and end: the latest N predictions."
+    )
+
+    def store(self) -> Store:
+        return Store(configured_uri(self.uri), self.schema_name)
 
     def windows(self, model_name: str) -> T.Iterator[Window]:
         """Each window read when it is needed, so a backfill holds one window at a time.

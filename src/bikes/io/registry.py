@@ -384,16 +384,23 @@ def model_environment(packages: T.Sequence[str] = SKLEARN_MODEL_PACKAGES) -> dic
 
 
 def log_sklearn_model(
+    client: MlflowClient,
     estimator: T.Any,
     *,
     signature: ModelSignature,
     input_example: pd.DataFrame,
     registered_model: str,
     skops_trusted_types: list[str],
-) -> ModelInfo:
-    """Log ``estimator`` as ``model`` (skops format) in the active run, register it under
-    ``registered_model``, with ``model_environment()``. MLflow still checks that the input
-    example is served (it loads the logged model and predicts it)."""
+    run_id: str,
+) -> ModelRef:
+    """Log ``estimator`` as ``model`` (skops format) in the active run ``run_id``, with
+    ``model_environment()``, and register it under ``registered_model`` (``register``: no
+    "Successfully registered model" and "Created version" prints on the job's output).
+
+    MLflow's save reloads the skops file with the trusted types (an untrusted type fails the
+    log), and MLflow then loads the logged model once more to predict the input example (its
+    serving check, about 0.8 s; the sklearn flavour offers no way to skip it).
+    """
     import mlflow
 
     with _uv_detection_off():
@@ -402,11 +409,36 @@ def log_sklearn_model(
             name="model",
             signature=signature,
             input_example=input_example,
-            registered_model_name=registered_model,
             skops_trusted_types=skops_trusted_types,
             conda_env=model_environment(),
         )
-    return info
+    return register(client, registered_model, info.model_id, run_id)
+
+
+def register(client: MlflowClient, name: str, model_id: str, run_id: str) -> ModelRef:
+    """A new version of ``name`` (created if new) from the logged model ``model_id``, linked
+    both ways as MLflow's ``register_model`` links them (the logged model's
+    ``mlflow.modelVersions`` tag lists its versions), in the registry's words only: no
+    prints on the job's output."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:  # a server answers ALREADY_EXISTS, a database the other
+        exists = (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS))
+        if error.error_code not in exists:
+            raise
+    version = client.create_model_version(
+        name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+    )
+    listed = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+    versions = [*json.loads(listed or "[]"), {"name": name, "version": version.version}]
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
+    return ModelRef(name=name, version=str(version.version), run_id=run_id)
 
 
 @contextlib.contextmanager

@@ -5,8 +5,9 @@ It reads only the window results (as written to ``monitoring.json``): each windo
 ``performance`` (every metric of the task, the reference's, the watched one and its
 threshold), ``diagnostics`` (binned by ``core.diagnostics``) and ``segments``. Charts are
 inline SVG drawn here from those few numbers: no JavaScript, no network, a few kilobytes per
-window at any row count. Earlier windows sit in ``<details>`` elements, the latest open, so
-any window is one click away without a script.
+window at any row count. Each window's diagnostics are pre-rendered in a block of class
+``per-window``: the report's window picker shows the chosen window's, as it does its drift
+table (the latest without script).
 
 Colours are colour-blind safe: Okabe-Ito for lines and markers, viridis for the heatmaps, and
 every colour has a legend or a text twin (tooltips, tables).
@@ -14,13 +15,20 @@ every colour has a legend or a text twin (tooltips, tables).
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import math
 import typing as T
 
 from bikes.core.monitoring import CLASSIFICATION_METRICS, HIGHER_IS_BETTER, REGRESSION_METRICS
-from bikes.io.charts import Scale
+from bikes.io.charts import (
+    Scale,
+    date_label,
+    nice_ticks,
+    number,
+    percent,
+    period_label,
+    tick_labels,
+)
 
 BLUE, ORANGE, VERMILLION, GREEN, SKY, PURPLE, YELLOW = (
     "#0072B2",
@@ -39,13 +47,19 @@ GREY = "#777"
 
 PERFORMANCE_STYLE = """
 .perf-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:.5rem}
-.perf-window{border:1px solid #ddd;border-radius:.3rem;margin:.3rem 0;padding:.2rem .6rem}
-.perf-window>summary,.perf-earlier>summary{cursor:pointer;padding:.2rem 0}.perf-window[open]>summary{font-weight:600}
+.perf-window{border:1px solid #ddd;border-radius:.3rem;margin:.3rem 0;padding:.2rem .6rem}.perf-summary{font-weight:600}
+g.box.chosen rect{stroke:#222;stroke-width:2.5}
 .perf-note{color:#555;font-size:.9em}.perf-legend span{display:inline-block;width:1.4rem;height:.7rem;margin:0 .3rem 0 .9rem;vertical-align:middle}
 table.confusion td{min-width:3.5rem}table.confusion td.cell{font-variant-numeric:tabular-nums}
 .perf-worse{color:#D55E00;font-weight:600}
 """
 """CSS for the classes used here; the report appends it to its own style."""
+
+CHOSEN = (
+    "Shown: the window chosen in the window picker (the latest at first); choose another there "
+    "or click a window in the drift heatmap."
+)
+"""What the per-window views say about which window they show."""
 
 UNITS = {
     "r2": "1 is perfect",
@@ -103,7 +117,7 @@ def _metrics_section(windows: list[dict[str, T.Any]], task: str, target: str | N
         f"<p class='perf-note'>Every metric of the task per window (points) against the "
         f"reference's ({html.escape(kind)}, dashed line); the watched metric, "
         f"{html.escape(str(watched))}, alerts beyond the dotted line "
-        f"({_percent(threshold)} worse than the reference). Hover a point for its figures.</p>"
+        f"({percent(threshold)} worse than the reference). Hover a point for its figures.</p>"
         + _legend(
             [
                 ("marker", BLUE, "window"),
@@ -123,7 +137,7 @@ def _metric_chart(
     threshold: float | None,
     target: str | None,
 ) -> str:
-    width, height, left, right, top, bottom = 380, 190, 52, 12, 24, 40
+    width, height, _ = size = (380, 190, (52, 12, 24, 40))
     values: list[tuple[int, float, dict[str, T.Any]]] = []
     reference = None
     for index, w in enumerate(windows):
@@ -143,17 +157,15 @@ def _metric_chart(
             else reference + threshold * abs(reference)
         )
     span = [v for _, v, _ in values] + [v for v in (reference, alert) if v is not None]
-    ticks = nice_ticks(min(span), max(span))
-    x = Scale(-0.5, len(windows) - 0.5, left, width - right)
-    y = Scale(ticks[0], ticks[-1], height - bottom, top)
     unit = UNITS.get(metric) or (f"{target} units" if target else "target units")
+    x, y, frame = _window_axes(windows, span, size, 5, f"{metric} ({unit})")
     marks = []
     for index, value, performance in values:
         degraded = watched and bool(performance.get("degraded"))
         change = performance.get("relative_change") if watched else _change(value, reference)
-        said = f"{_label(windows[index])}: {metric} {sig(value)}"
+        said = f"{_label(windows[index])}: {metric} {number(value)}"
         if reference is not None:
-            said += f" (reference {sig(reference)}{'' if change is None else ', ' + _signed_percent(change)})"
+            said += f" (reference {number(reference)}{'' if change is None else ', ' + _signed_percent(change)})"
         if degraded:
             said += ", degraded"
         marks.append(
@@ -163,22 +175,15 @@ def _metric_chart(
     line = _polyline([(x(i), y(v)) for i, v, _ in values], BLUE, 1.5)
     lines = ""
     if reference is not None:
-        lines += _hline(x, y, reference, len(windows), GREY, "6 4", f"reference {sig(reference)}")
+        lines += _hline(
+            x, y, reference, len(windows), GREY, "6 4", f"reference {number(reference)}"
+        )
     if alert is not None:
         lines += _hline(
-            x, y, alert, len(windows), VERMILLION, "2 3", f"alert at {sig(alert)}", right=False
+            x, y, alert, len(windows), VERMILLION, "2 3", f"alert at {number(alert)}", right=False
         )
     title = (
         f"{metric} ({'higher' if higher else 'lower'} is better{', watched' if watched else ''})"
-    )
-    frame = _frame(
-        width,
-        height,
-        (left, right, top, bottom),
-        x_ticks=_window_ticks(windows, x, 5),
-        y_ticks=_placed(y, ticks),
-        x_title="window start",
-        y_title=f"{metric} ({unit})",
     )
     return _svg(width, height, title, frame + lines + line + "".join(marks), f"metric-{metric}")
 
@@ -189,18 +194,15 @@ def _regression_section(windows: list[dict[str, T.Any]], target: str | None) -> 
     if not diagnosed:
         return ""
     unit = f"{target}" if target else "target"
-    details = []
-    for position, (index, w) in enumerate(reversed(diagnosed)):
+    blocks = {}
+    for index, w in diagnosed:
         figures = w["diagnostics"]
         quantiles = figures["residual_quantiles"]
         summary = (
             f"{html.escape(_period(w))} · {figures['rows']:,} labelled rows · residual median "
-            f"{sig(quantiles.get('0.5'))}, mean {sig(figures['residual_mean'])}"
+            f"{number(quantiles.get('0.5'))}, mean {number(figures['residual_mean'])}"
         )
-        details.append(
-            f"<details class='perf-window' data-window='{index}'{' open' if position == 0 else ''}>"
-            f"<summary>{summary}</summary>{_heatmap(figures, unit)}</details>"
-        )
+        blocks[index] = f"<p class='perf-summary'>{summary}</p>{_heatmap(figures, unit)}"
     return (
         "<h2 id='performance-residuals'>Residuals by window</h2>"
         f"<p class='perf-note'>Residual = actual - predicted, in {html.escape(unit)} units: the "
@@ -216,20 +218,18 @@ def _regression_section(windows: list[dict[str, T.Any]], target: str | None) -> 
         + _residual_chart(windows, unit)
         + "<h2 id='performance-predicted-actual'>Predicted against actual</h2>"
         "<p class='perf-note'>Rows per cell of predicted against actual value (shared edges; "
-        "on the dashed diagonal the prediction is exact). The latest window is open; open any "
-        "other below.</p>" + _window_list(details)
+        f"on the dashed diagonal the prediction is exact). {CHOSEN}</p>"
+        + _per_window(windows, "predicted-actual", blocks)
     )
 
 
 def _residual_chart(windows: list[dict[str, T.Any]], unit: str) -> str:
-    width, height, left, right, top, bottom = 900, 240, 60, 12, 24, 40
+    width, height, _ = size = (900, 240, (60, 12, 24, 40))
     boxes = [(i, w["diagnostics"]) for i, w in enumerate(windows) if _diagnostics(w, "regression")]
     span = [0.0]
     for _, figures in boxes:
         span += [v for v in figures["residual_quantiles"].values() if _finite(v)]
-    ticks = nice_ticks(min(span), max(span))
-    x = Scale(-0.5, len(windows) - 0.5, left, width - right)
-    y = Scale(ticks[0], ticks[-1], height - bottom, top)
+    x, y, frame = _window_axes(windows, span, size, 12, f"residual ({unit} units)")
     half = max(min((x(1) - x(0)) * 0.3, 12.0), 1.5)
     shapes = [_hline(x, y, 0.0, len(windows), GREY, "6 4", "")]
     for index, figures in boxes:
@@ -238,12 +238,12 @@ def _residual_chart(windows: list[dict[str, T.Any]], unit: str) -> str:
             continue
         cx, mean = x(index), figures.get("residual_mean")
         tip = html.escape(
-            f"{_label(windows[index])}: residual 5% {sig(q['0.05'])}, 25% {sig(q['0.25'])}, "
-            f"median {sig(q['0.5'])}, 75% {sig(q['0.75'])}, 95% {sig(q['0.95'])}, mean "
-            f"{sig(mean)} {unit} ({figures['rows']:,} rows)"
+            f"{_label(windows[index])}: residual 5% {number(q['0.05'])}, 25% {number(q['0.25'])}, "
+            f"median {number(q['0.5'])}, 75% {number(q['0.75'])}, 95% {number(q['0.95'])}, mean "
+            f"{number(mean)} {unit} ({figures['rows']:,} rows)"
         )
         shapes.append(
-            f"<g class='box'><title>{tip}</title>"
+            f"<g class='box' data-window='{index}'><title>{tip}</title>"
             f"<line x1='{cx:.1f}' x2='{cx:.1f}' y1='{y(q['0.05']):.1f}' y2='{y(q['0.95']):.1f}' stroke='{BLUE}'/>"
             f"<rect x='{cx - half:.1f}' y='{y(q['0.75']):.1f}' width='{2 * half:.1f}' "
             f"height='{max(y(q['0.25']) - y(q['0.75']), 0.5):.1f}' fill='{SKY}' stroke='{BLUE}'/>"
@@ -256,15 +256,6 @@ def _residual_chart(windows: list[dict[str, T.Any]], unit: str) -> str:
             )
             + "</g>"
         )
-    frame = _frame(
-        width,
-        height,
-        (left, right, top, bottom),
-        x_ticks=_window_ticks(windows, x, 12),
-        y_ticks=_placed(y, ticks),
-        x_title="window start",
-        y_title=f"residual ({unit} units)",
-    )
     return _svg(
         width,
         height,
@@ -360,27 +351,22 @@ def _classification_section(windows: list[dict[str, T.Any]]) -> str:
     diagnosed = [(i, w) for i, w in enumerate(windows) if _diagnostics(w, "classification")]
     if not diagnosed:
         return ""
-    details = []
-    for position, (index, w) in enumerate(reversed(diagnosed)):
+    blocks = {}
+    for index, w in diagnosed:
         figures = w["diagnostics"]
         curves = figures.get("curves") or []
         aucs = ", ".join(
-            f"AUC {html.escape(str(c['label']))} {sig(c['roc']['auc'])}"
+            f"AUC {html.escape(str(c['label']))} {number(c['roc']['auc'])}"
             for c in curves
             if _finite(c["roc"].get("auc"))
         )
         summary = f"{html.escape(_period(w))} · {figures['rows']:,} labelled rows" + (
             f" · {aucs}" if aucs else ""
         )
-        charts = ""
+        drawn = ""
         if curves:
-            charts = (
-                f"<div class='perf-grid'>{_roc_chart(curves)}{_calibration_chart(curves)}</div>"
-            )
-        details.append(
-            f"<details class='perf-window' data-window='{index}'{' open' if position == 0 else ''}>"
-            f"<summary>{summary}</summary>{_confusion_table(figures)}{charts}</details>"
-        )
+            drawn = f"<div class='perf-grid'>{_roc_chart(curves)}{_calibration_chart(curves)}</div>"
+        blocks[index] = f"<p class='perf-summary'>{summary}</p>{_confusion_table(figures)}{drawn}"
     scored = any(w["diagnostics"].get("curves") for _, w in diagnosed)
     note = (
         "ROC (true against false positive rate, every threshold) and calibration (the share "
@@ -394,7 +380,7 @@ def _classification_section(windows: list[dict[str, T.Any]]) -> str:
         "<h2 id='performance-classes'>Classes by window</h2>"
         "<p class='perf-note'>Confusion matrix: rows are the actual class, columns the "
         f"predicted one; each cell gives its rows and their share of the actual class. {note} "
-        "The latest window is open; open any other below.</p>" + _window_list(details)
+        f"{CHOSEN}</p>" + _per_window(windows, "classes", blocks)
     )
 
 
@@ -410,7 +396,7 @@ def _confusion_table(figures: dict[str, T.Any]) -> str:
             text = "#fff" if share > 0.85 else "#222"  # the better contrast on that blue
             cells.append(
                 f"<td class='cell' style='background:rgba(0,114,178,{share:.2f});color:{text}'"
-                f" data-label='{labels[column]}'>{count:,}<br><small>{_percent(share)}</small></td>"
+                f" data-label='{labels[column]}'>{count:,}<br><small>{percent(share)}</small></td>"
             )
         rows.append(f"<tr><th scope='row'>{label}</th>{''.join(cells)}<td>{total:,}</td></tr>")
     return (
@@ -420,40 +406,35 @@ def _confusion_table(figures: dict[str, T.Any]) -> str:
     )
 
 
+UNIT_CHART = (340, 300, (48, 12, 24, 40))
+"""Width, height and margins (left, right, top, bottom) of the ROC and calibration charts."""
+Drawn = T.Callable[[int, dict[str, T.Any], str, Scale, Scale], tuple[str, str]]
+"""Draws one class's curve in the unit square: (index, curve, colour, x, y) -> marks, legend."""
+
+
 def _roc_chart(curves: list[dict[str, T.Any]]) -> str:
-    width, height, left, right, top, bottom = 340, 300, 48, 12, 24, 40
-    x = Scale(0, 1, left, width - right)
-    y = Scale(0, 1, height - bottom, top)
-    lines, legend = [], []
-    for k, curve in enumerate(curves):
-        colour = SERIES[k % len(SERIES)]
+    width, height, (_, right, _, bottom) = UNIT_CHART
+
+    def draw(k: int, curve: dict[str, T.Any], colour: str, x: Scale, y: Scale) -> tuple[str, str]:
         roc = curve["roc"]
         points = [
             (x(a), y(b))
             for a, b in zip(roc["fpr"], roc["tpr"], strict=True)
             if _finite(a) and _finite(b)
         ]
-        name = f"{curve['label']}: AUC {sig(roc.get('auc'))}"
-        lines.append(_polyline(points, colour, 2, name))
+        name = f"{curve['label']}: AUC {number(roc.get('auc'))}"
         row = height - bottom - 8 - 14 * (len(curves) - 1 - k)
-        legend.append(_legend_entry(width - right - 120, row, colour, name))
-    chance = (
-        f"<line x1='{x(0)}' y1='{y(0)}' x2='{x(1)}' y2='{y(1)}' stroke='{GREY}' "
-        "stroke-dasharray='5 4'><title>chance</title></line>"
-    )
-    frame = _unit_frame(
-        width, height, (left, right, top, bottom), x, y, "false positive rate", "true positive rate"
-    )
-    return _svg(width, height, "ROC", frame + chance + "".join(lines) + "".join(legend), "roc", 420)
+        key = _legend_entry(width - right - 120, row, colour, name)
+        return _polyline(points, colour, 2, name), key
+
+    axes = ("false positive rate", "true positive rate", "chance")
+    return _unit_chart("ROC", "roc", axes, curves, draw)
 
 
 def _calibration_chart(curves: list[dict[str, T.Any]]) -> str:
-    width, height, left, right, top, bottom = 340, 300, 48, 12, 24, 40
-    x = Scale(0, 1, left, width - right)
-    y = Scale(0, 1, height - bottom, top)
-    lines, legend = [], []
-    for k, curve in enumerate(curves):
-        colour = SERIES[k % len(SERIES)]
+    _, _, (left, _, top, _) = UNIT_CHART
+
+    def draw(k: int, curve: dict[str, T.Any], colour: str, x: Scale, y: Scale) -> tuple[str, str]:
         calibration = curve["calibration"]
         triples = [
             (a, b, n)
@@ -465,48 +446,74 @@ def _calibration_chart(curves: list[dict[str, T.Any]]) -> str:
             )
             if _finite(a) and _finite(b)
         ]
-        lines.append(_polyline([(x(a), y(b)) for a, b, _ in triples], colour, 1.5))
-        lines += [
+        marks = _polyline([(x(a), y(b)) for a, b, _ in triples], colour, 1.5) + "".join(
             f"<circle cx='{x(a):.1f}' cy='{y(b):.1f}' r='3' fill='{colour}'><title>"
-            f"{html.escape(str(curve['label']))}: predicted {sig(a)}, observed {sig(b)}, {n:,} rows</title></circle>"
+            f"{html.escape(str(curve['label']))}: predicted {number(a)}, observed {number(b)}, {n:,} rows</title></circle>"
             for a, b, n in triples
-        ]
-        legend.append(_legend_entry(left + 8, top + 8 + 14 * k, colour, str(curve["label"])))
-    perfect = (
+        )
+        return marks, _legend_entry(left + 8, top + 8 + 14 * k, colour, str(curve["label"]))
+
+    axes = ("mean predicted probability", "observed share", "perfectly calibrated")
+    return _unit_chart("Calibration", "calibration", axes, curves, draw)
+
+
+def _unit_chart(
+    title: str,
+    name: str,
+    axes: tuple[str, str, str],
+    curves: list[dict[str, T.Any]],
+    draw: Drawn,
+) -> str:
+    """ROC and calibration alike: the unit square (0 to 1 on either axis, gridlines at the
+    quarters), its dashed diagonal (``axes``: the x and y titles and what the diagonal means
+    there), then each class's curve in its colour and a legend."""
+    width, height, margins = UNIT_CHART
+    left, right, top, bottom = margins
+    x = Scale(0, 1, left, width - right)
+    y = Scale(0, 1, height - bottom, top)
+    ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
+    x_title, y_title, diagonal = axes
+    frame = _frame(width, height, margins, _placed(x, ticks), _placed(y, ticks), x_title, y_title)
+    frame += (
         f"<line x1='{x(0)}' y1='{y(0)}' x2='{x(1)}' y2='{y(1)}' stroke='{GREY}' "
-        "stroke-dasharray='5 4'><title>perfectly calibrated</title></line>"
+        f"stroke-dasharray='5 4'><title>{html.escape(diagonal)}</title></line>"
     )
-    frame = _unit_frame(
-        width,
-        height,
-        (left, right, top, bottom),
-        x,
-        y,
-        "mean predicted probability",
-        "observed share",
-    )
-    return _svg(
-        width,
-        height,
-        "Calibration",
-        frame + perfect + "".join(lines) + "".join(legend),
-        "calibration",
-        420,
-    )
+    drawn = [draw(k, curve, SERIES[k % len(SERIES)], x, y) for k, curve in enumerate(curves)]
+    body = frame + "".join(marks for marks, _ in drawn) + "".join(key for _, key in drawn)
+    return _svg(width, height, title, body, name, 420)
 
 
 # -- segments ---------------------------------------------------------------------------------
 def _segments_section(windows: list[dict[str, T.Any]]) -> str:
-    latest = next((w for w in reversed(windows) if w.get("segments")), None)
-    if latest is None:
+    segmented = [(i, w) for i, w in enumerate(windows) if w.get("segments")]
+    if not segmented:
         return ""
-    performance = latest.get("performance") or {}
+    performance = segmented[-1][1].get("performance") or {}
     higher = bool(
         performance.get("higher_is_better", performance.get("metric") in HIGHER_IS_BETTER)
     )
     threshold = performance.get("threshold")
+    metric = html.escape(
+        str(performance.get("metric") or segmented[-1][1]["segments"][0]["metric"])
+    )
+    blocks = {
+        i: f"<p class='perf-summary'>{html.escape(_period(w))}</p>"
+        + _segment_table(w["segments"], metric, higher, threshold)
+        for i, w in segmented
+    }
+    return (
+        "<h2 id='performance-segments'>Performance per segment</h2>"
+        f"<p class='perf-note'>{metric} per segment against the same segment of the reference; "
+        f"marked when {percent(threshold)} or more worse ({'higher' if higher else 'lower'} is "
+        f"better). {CHOSEN}</p>" + _per_window(windows, "segments", blocks)
+    )
+
+
+def _segment_table(
+    segments: list[dict[str, T.Any]], metric: str, higher: bool, threshold: float | None
+) -> str:
     rows = []
-    for s in latest["segments"]:
+    for s in segments:
         change = s.get("relative_change")
         worse = (
             change is not None
@@ -516,79 +523,23 @@ def _segments_section(windows: list[dict[str, T.Any]]) -> str:
         css = " class='perf-worse'" if worse else ""
         rows.append(
             f"<tr><td>{html.escape(str(s['segment']))}</td><td>{html.escape(str(s['value']))}</td>"
-            f"<td>{s['rows']:,}</td><td>{sig(s['current'])}</td><td>{sig(s.get('reference'))}</td>"
+            f"<td>{s['rows']:,}</td><td>{number(s['current'])}</td><td>{number(s.get('reference'))}</td>"
             f"<td{css}>{'' if change is None else _signed_percent(change)}{' worse' if worse else ''}</td></tr>"
         )
-    metric = html.escape(str(performance.get("metric") or latest["segments"][0]["metric"]))
     return (
-        "<h2 id='performance-segments'>Performance per segment, latest window</h2>"
-        f"<p class='perf-note'>{html.escape(_period(latest))}: {metric} per segment against the "
-        f"same segment of the reference; marked when {_percent(threshold)} or more worse "
-        f"({'higher' if higher else 'lower'} is better).</p>"
-        f"<table id='segments-table'><tr><th>segment</th><th>value</th><th>rows</th><th>{metric}</th>"
+        f"<table class='segments-table'><tr><th>segment</th><th>value</th><th>rows</th><th>{metric}</th>"
         f"<th>reference</th><th>change</th></tr>{''.join(rows)}</table>"
     )
 
 
 # -- numbers and labels -----------------------------------------------------------------------
-def sig(value: float | None, digits: int = 3) -> str:
-    """``value`` to ``digits`` significant figures, without exponent between 1e-4 and 1e6:
-    0.556, 0.00433, 81.3, 1,230."""
-    if value is None or not _finite(value):
-        return ""
-    number = float(value)
-    if number == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(number)))
-    if magnitude >= 6 or magnitude < -4:
-        return f"{number:.{digits - 1}e}"
-    places = digits - 1 - magnitude  # negative: rounds to tens, hundreds (1,234 -> 1,230)
-    if math.floor(math.log10(abs(round(number, places)))) > magnitude:  # 9.996 -> 10.0
-        places -= 1
-    return f"{round(number, places):,.{max(places, 0)}f}"
-
-
-def nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten apart) covering ``low..high``."""
-    if not (_finite(low) and _finite(high)):
-        return [0.0, 1.0]
-    if high <= low:
-        pad = abs(low) * 0.1 or 1.0
-        low, high = low - pad, high + pad
-    raw = (high - low) / max(count, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first = math.floor(low / step + 1e-9) * step
-    last = math.ceil(high / step - 1e-9) * step
-    ticks = [first + k * step for k in range(round((last - first) / step) + 1)]
-    return [round(t, 12) for t in ticks]
-
-
-def tick_labels(ticks: list[float]) -> list[str]:
-    """Tick values with as many decimals as their step needs, all alike: 50, 75, 100 or
-    0.2, 0.4 or 0.25, 0.5 (not 50.0 or 0.200)."""
-    if len(ticks) < 2:
-        return [sig(t) for t in ticks]
-    step = abs(ticks[1] - ticks[0]) or 1.0
-    if max(abs(t) for t in ticks) >= 1e6 or step < 1e-4:
-        return [sig(t) for t in ticks]
-    decimals = 0
-    while decimals < 6 and abs(round(step, decimals) - step) > step * 1e-6:
-        decimals += 1
-    return [f"{t:,.{decimals}f}" if t else "0" for t in ticks]
-
-
 def _placed(scale: T.Callable[[float], float], ticks: list[float]) -> list[tuple[float, str]]:
     """``(pixel, label)`` of each tick."""
     return list(zip([scale(t) for t in ticks], tick_labels(ticks), strict=True))
 
 
-def _percent(share: float | None) -> str:
-    return "" if share is None or not _finite(share) else f"{sig(share * 100)}%"
-
-
 def _signed_percent(change: float) -> str:
-    return f"{'+' if change > 0 else ''}{_percent(change)}"
+    return f"{'+' if change > 0 else ''}{percent(change)}"
 
 
 def _change(value: float, reference: float | None) -> float | None:
@@ -600,25 +551,13 @@ def _finite(value: object) -> T.TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _date(stamp: T.Any) -> str | None:
-    """An ISO time as a date (2012-07-01), with its time of day when it is not midnight."""
-    if stamp is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(str(stamp))
-    except ValueError:
-        return str(stamp)
-    return moment.strftime("%Y-%m-%d" if moment.time() == dt.time() else "%Y-%m-%d %H:%M")
-
-
 def _label(window: dict[str, T.Any]) -> str:
-    return _date((window.get("window") or {}).get("start")) or "all rows"
+    return date_label((window.get("window") or {}).get("start")) or "latest rows"
 
 
 def _period(window: dict[str, T.Any]) -> str:
     span = window.get("window") or {}
-    start, end = _date(span.get("start")), _date(span.get("end"))
-    return f"{start} .. {end}" if start and end else "all rows"
+    return period_label(span.get("start"), span.get("end"))
 
 
 def _diagnostics(window: dict[str, T.Any], task: str) -> bool:
@@ -673,25 +612,30 @@ def _frame(
     )
 
 
-def _unit_frame(
-    width: int,
-    height: int,
-    margins: tuple[int, int, int, int],
-    x: Scale,
-    y: Scale,
-    x_title: str,
+def _window_axes(
+    windows: list[dict[str, T.Any]],
+    span: list[float],
+    size: tuple[int, int, tuple[int, int, int, int]],
+    most: int,
     y_title: str,
-) -> str:
-    ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
-    return _frame(
+) -> tuple[Scale, Scale, str]:
+    """The frame of a chart over windows (a metric, the residuals): a slot per window along x,
+    at most ``most`` of them labelled by their start, and round y ticks covering ``span``."""
+    width, height, margins = size
+    left, right, top, bottom = margins
+    ticks = nice_ticks(min(span), max(span))
+    x = Scale(-0.5, len(windows) - 0.5, left, width - right)
+    y = Scale(ticks[0], ticks[-1], height - bottom, top)
+    frame = _frame(
         width,
         height,
         margins,
-        _placed(x, ticks),
+        _window_ticks(windows, x, most),
         _placed(y, ticks),
-        x_title,
+        "window start",
         y_title,
     )
+    return x, y, frame
 
 
 def _window_ticks(windows: list[dict[str, T.Any]], x: Scale, most: int) -> list[tuple[float, str]]:
@@ -733,14 +677,21 @@ def _hline(
     )
 
 
-def _window_list(details: list[str]) -> str:
-    """The latest window's ``<details>`` (open), then the earlier ones folded in one more: a
-    backfill of 27 windows stays one screen until asked."""
-    if len(details) < 2:
-        return "".join(details)
-    return (
-        f"{details[0]}<details class='perf-earlier'><summary>{len(details) - 1} earlier "
-        f"window(s), newest first</summary>{''.join(details[1:])}</details>"
+def _per_window(windows: list[dict[str, T.Any]], view: str, blocks: dict[int, str]) -> str:
+    """One block per window, shown and hidden by the report's window picker like its drift
+    tables (class ``per-window``): the latest shown, the others pre-rendered and hidden until
+    chosen (a few kilobytes each, and the page works without script); a window without
+    labelled rows says so."""
+    latest = len(windows) - 1
+    return "".join(
+        f"<div class='per-window perf-window' data-view='{view}' data-window='{i}'"
+        f"{'' if i == latest else ' hidden'}>"
+        + (
+            blocks.get(i)
+            or f"<p class='perf-summary'>{html.escape(_period(w))}: no labelled rows.</p>"
+        )
+        + "</div>"
+        for i, w in enumerate(windows)
     )
 
 

@@ -1,19 +1,22 @@
 # ruff: noqa: E501 - HTML fragments read best on one line each
-"""A self-contained HTML monitoring report: what was compared, drift over time, every
-window's drift and distributions one click away, performance, service, data quality.
+"""A self-contained HTML monitoring report: what was compared, what a finding's retraining
+did, drift over time, performance, service, and every window's diagnostics, drift and
+distributions one choice away.
 
 Charts are inline SVG (``bikes.io.charts``) of *binned* data, so the file stays small at any
-row count and opens offline with no JavaScript library. The distributions are drawn once per
-column, on one y scale for every window; a few lines of inline script redraw their current
-line from each window's binned shares (a few hundred numbers per window, embedded as JSON)
-when another window is chosen. Without script the page shows the latest window.
+row count and opens offline with no JavaScript library. One window picker, above the
+performance views, drives everything shown per window: small views (drift and data quality
+tables, the performance diagnostics of ``report_performance``) are pre-rendered per window
+in ``per-window`` blocks and toggled; the distributions are drawn once per column, on one y
+scale for every window, and a few lines of inline script redraw their current line from each
+window's binned shares (a few hundred numbers per window, embedded as JSON). The 27-window
+weekly backfill is about 420 kB. Without script the page shows the latest window.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
-import importlib
 import json
 import math
 import typing as T
@@ -21,8 +24,8 @@ import typing as T
 import numpy as np
 
 from bikes.core.drift import TESTS
-from bikes.core.monitoring import HIGHER_IS_BETTER, STATUSES
-from bikes.io import charts
+from bikes.core.monitoring import STATUSES
+from bikes.io import charts, report_performance
 from bikes.io.charts import number, percent, period_label
 
 if T.TYPE_CHECKING:
@@ -67,10 +70,11 @@ if(!e){line.setAttribute('points','');title.textContent=c+': no values in this w
 line.setAttribute('points',points(data.columns[c],e[2]));title.textContent=e[0];
 if(e[1]){title.setAttribute('class','drift');}else{title.removeAttribute('class');}svg.setAttribute('aria-label',e[0]);
 svg.querySelectorAll('rect title').forEach(function(t,j){t.textContent=t.textContent.replace(/current [^,]*$/,'current '+(e[2][j]*100).toFixed(1)+'%');});});
+document.querySelectorAll('g.box').forEach(function(g){g.classList.toggle('chosen',g.dataset.window===String(i));});
 select.value=String(i);document.body.dataset.window=String(i);}
 select.addEventListener('change',function(){show(Number(select.value));});
 document.querySelectorAll('a[data-goto]').forEach(function(a){a.addEventListener('click',function(){show(Number(a.dataset.goto));});});
-document.body.dataset.ready='yes';})();"""
+show(Number(select.value));document.body.dataset.ready='yes';})();"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,16 +96,18 @@ def render(
     shares: list[dict[str, np.ndarray]] | dict[str, np.ndarray],
     title: str = "bikes monitoring",
     compared: Compared | None = None,
+    retraining: dict[str, T.Any] | None = None,
 ) -> str:
     """The whole report as one HTML string. ``shares``: each window's binned current shares
-    (``Monitor.window_shares``), or the latest window's alone."""
+    (``Monitor.window_shares``), or the latest window's alone; ``retraining``: what a finding
+    started (the outcome of ``jobs.retraining.retrain_on_finding``), if anything."""
     if isinstance(shares, dict):
         shares = [{} for _ in windows[:-1]] + [shares]
     compared = compared or Compared()
     last = windows[-1]
     status = max((w["status"] for w in windows), key=STATUSES.index)
     first = windows[0]["window"]
-    style = STYLE + _performance_style()
+    style = STYLE + report_performance.PERFORMANCE_STYLE
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{style}</style></head><body>",
@@ -112,13 +118,15 @@ def render(
         f"{last['window']['rows']:,} rows, {last['data_quality']['rejected_rows']:,} rejected, "
         f"{last['data_drift']['drifted_columns']} drifted column(s) "
         f"(share {percent(last['data_drift']['drift_share'])}{_counted(last)}).</p>",
+        _retraining(retraining),
         _header(windows, detectors, compared),
         _expected_drift(last),
         _missing_columns(last),
         "<h2 id='drift-over-time'>Drift over time</h2>",
         _heatmap(windows, detectors),
     ]
-    parts += _performance(windows, compared)
+    parts.append(_picker(windows))
+    parts.append(_performance(windows, compared))
     parts.append(_service(windows))
     parts += _window_detail(windows, detectors, shares)
     parts.append(f"<script>{SCRIPT}</script></body></html>")
@@ -177,6 +185,77 @@ def _header(
         for k, v in rows
     )
     return f"<section id='compared'><h2>What was compared</h2><table class='facts'>{body}</table></section>"
+
+
+def _retraining(outcome: dict[str, T.Any] | None) -> str:
+    """What the finding started: the new version, the gate's verdict, promoted or not, and the
+    runs to open in MLflow. Nothing when no window was detected (or retraining is off)."""
+    if not outcome or outcome.get("status") in (None, "no_finding"):
+        return ""
+    status = str(outcome["status"])
+    if status == "cooldown":
+        said = (
+            f"A finding, but no retraining: one started at "
+            f"{charts.date_label(outcome.get('last_trigger'))} and the cooldown "
+            f"({outcome.get('cooldown')}) has not passed."
+        )
+        return f"<section id='retraining'><h2>Retraining</h2><p>{html.escape(said)}</p></section>"
+    version = outcome.get("model_version")
+    new = f"version {version}" if version is not None else "no new version"
+    said = {
+        "promoted": f"{new} passed the gate and was promoted",
+        "passed": f"{new} passed the gate, not promoted",
+        "blocked": f"{new} was blocked by the gate: the champion stays",
+        "conflict": f"{new} passed the gate, its promotion conflicted: the champion stays",
+    }.get(status, f"the retraining {status}: {new}")
+    rows = [
+        (
+            "Outcome",
+            f"A detected window started a retraining of {outcome.get('model_name') or 'the model'}: {said}.",
+        )
+    ]
+    rows.append(("Gate verdict", str(outcome.get("verdict") or "none")))
+    if outcome.get("champion_version") is not None:
+        rows.append(("Champion", f"version {outcome['champion_version']}"))
+    trained = outcome.get("window") or {}
+    counts = outcome.get("rows") or {}
+    if counts:
+        original = counts.get("training_data") or 0
+        rows.append(
+            (
+                "Trained on",
+                f"{counts.get('total', 0):,} rows ({counts.get('store', 0):,} labelled store rows "
+                f"of {period_label(trained.get('start'), trained.get('end'))}"
+                + (f", {original:,} of the training data)" if original else ")"),
+            )
+        )
+    holdout = outcome.get("holdout") or {}
+    if holdout.get("rows") is not None:
+        rows.append(
+            (
+                "Gated on",
+                f"{outcome.get('gate_rows', holdout['rows']):,} rows ({holdout['rows']:,} held out, "
+                f"{period_label(holdout.get('start'), holdout.get('end'))})",
+            )
+        )
+    if outcome.get("reason"):
+        rows.append(("Why", str(outcome["reason"])))
+    runs = [
+        f"{name} {outcome[key]}"
+        for name, key in (
+            ("retraining", "run_id"),
+            ("training", "training_run_id"),
+            ("gate", "evaluations_run_id"),
+        )
+        if outcome.get(key)
+    ]
+    if runs:
+        rows.append(("MLflow runs", ", ".join(runs)))
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return (
+        f"<section id='retraining' data-status='{html.escape(status)}'><h2>Retraining</h2>"
+        f"<table class='facts'>{body}</table></section>"
+    )
 
 
 def _setting(share: float) -> str:
@@ -243,7 +322,7 @@ def _reference_performance(windows: list[dict[str, T.Any]]) -> str:
     count = None if source.get("rows") is None else f"{source['rows']:,} rows"
     rows = "" if count is None or count in said else f", {count}"
     start, end = str(source.get("start") or "")[:10], str(source.get("end") or "")[:10]
-    period = f", {start} .. {end}" if start and end and start not in said else ""
+    period = f", {period_label(start, end)}" if start and end and start not in said else ""
     text = (
         f"Reference performance ({html.escape(source['kind'].replace('_', '-'))}): {html.escape(str(metric))} "
         f"{number(figure)} from {html.escape(source['source'])}{rows}{period}: {html.escape(source['note'])}."
@@ -381,54 +460,12 @@ def _heatmap(windows: list[dict[str, T.Any]], detectors: dict[str, Detector]) ->
 
 
 # -- performance and service ------------------------------------------------------------------
-def _performance_module() -> T.Any:
-    """The performance views (``bikes.io.report_performance``), when they are installed."""
-    try:
-        return importlib.import_module("bikes.io.report_performance")
-    except ImportError:
-        return None
-
-
-def _performance_style() -> str:
-    module = _performance_module()
-    return str(getattr(module, "PERFORMANCE_STYLE", "")) if module is not None else ""
-
-
-def _performance(windows: list[dict[str, T.Any]], compared: Compared) -> list[str]:
-    module = _performance_module()
-    if module is not None and hasattr(module, "performance_html"):
-        task = next(
-            (w["performance"].get("task") for w in windows if w.get("performance")),
-            None,
-        ) or (compared.contract.task if compared.contract is not None else "regression")
-        return [str(module.performance_html(windows, task))]
-    chart = performance_chart(windows)
-    return ["<h2>Performance over time</h2>", chart] if chart else []
-
-
-def performance_chart(windows: list[dict[str, T.Any]]) -> str | None:
-    """The watched metric per window against the reference's, where both are known (the
-    fallback when the performance views are not installed)."""
-    points = []
-    for w in windows:
-        performance = w.get("performance") or {}
-        metric = performance.get("metric")
-        now, before = performance.get("current") or {}, performance.get("reference") or {}
-        if metric in now and metric in before:
-            points.append(
-                (charts.date_label(w["window"]["start"]), metric, now[metric], before[metric])
-            )
-    if not points:
-        return None
-    metric = points[-1][1]
-    better = "higher" if metric in HIGHER_IS_BETTER else "lower"
-    return charts.line_svg(
-        f"{metric} per window against the reference",
-        [p[0] for p in points],
-        [p[2] for p in points],
-        points[0][3],
-        f"{metric} ({better} is better)",
-    )
+def _performance(windows: list[dict[str, T.Any]], compared: Compared) -> str:
+    task = next(
+        (w["performance"].get("task") for w in windows if w.get("performance")),
+        None,
+    ) or (compared.contract.task if compared.contract is not None else "regression")
+    return report_performance.performance_html(windows, task)
 
 
 def _service(windows: list[dict[str, T.Any]]) -> str:
@@ -457,19 +494,11 @@ def _window_detail(
     detectors: dict[str, Detector],
     shares: list[dict[str, np.ndarray]],
 ) -> list[str]:
-    """A window picker, then the chosen window's summary and drift table, the distributions
-    (one chart per column, redrawn by the script), and its data quality."""
+    """The chosen window's summary and drift table, the distributions (one chart per column,
+    redrawn by the script), and its data quality; the picker (``_picker``) stands above."""
     latest = len(windows) - 1
-    labels = [period_label(w["window"]["start"], w["window"]["end"]) for w in windows]
-    options = "".join(
-        f"<option value='{i}'{' selected' if i == latest else ''}>{html.escape(label)} ({w['status']})</option>"
-        for i, (label, w) in enumerate(zip(labels, windows, strict=True))
-    )
-    parts = [
-        "<h2 id='window-detail'>One window in detail</h2>",
-        f"<p class='picker'><label for='window'>Window </label><select id='window'>{options}</select> "
-        f"<span class='note'>({len(windows)} window(s); the latest is shown first)</span></p>",
-    ]
+    labels = _labels(windows)
+    parts = ["<h2 id='window-detail'>One window in detail</h2>"]
     unseen = any(
         q["unseen_categories"] for w in windows for q in w["data_quality"]["columns"].values()
     )
@@ -498,6 +527,25 @@ def _window_detail(
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     parts.append(f"<script type='application/json' id='report-data'>{payload}</script>")
     return parts
+
+
+def _labels(windows: list[dict[str, T.Any]]) -> list[str]:
+    return [period_label(w["window"]["start"], w["window"]["end"]) for w in windows]
+
+
+def _picker(windows: list[dict[str, T.Any]]) -> str:
+    """The window picker, above everything shown per window (performance diagnostics, drift
+    table, distributions, data quality) and sticky at the top of the page below it."""
+    latest = len(windows) - 1
+    options = "".join(
+        f"<option value='{i}'{' selected' if i == latest else ''}>{html.escape(label)} ({w['status']})</option>"
+        for i, (label, w) in enumerate(zip(_labels(windows), windows, strict=True))
+    )
+    return (
+        f"<p class='picker'><label for='window'>Window </label><select id='window'>{options}</select> "
+        f"<span class='note'>({len(windows)} window(s), the latest shown first: choosing one "
+        "shows its performance diagnostics, drift table, distributions and data quality)</span></p>"
+    )
 
 
 def _summary(window: dict[str, T.Any], label: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import math
 import os
@@ -111,6 +112,21 @@ def redacted_output() -> T.Iterator[None]:
         sys.stdout, sys.stderr = saved
 
 
+@contextlib.contextmanager
+def quiet(name: str, level: int = logging.WARNING) -> T.Iterator[None]:
+    """The standard logger ``name`` (MLflow's, a library's) is silent below ``level`` for the
+    block; its warnings still show. For a library's per-step chatter ("Validating candidate
+    model metrics against baseline", "Testing metrics on first row...") that would break a
+    job's one line per step."""
+    quieted = logging.getLogger(name)
+    previous = quieted.level
+    quieted.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        quieted.setLevel(previous)
+
+
 def _write_redacted(message: str) -> None:
     """The stderr sink: looked up at each line (tests swap it), redacted as a whole."""
     sys.stderr.write(redact(message))
@@ -124,9 +140,13 @@ def _is_terminal(stream: T.Any) -> bool:
 
 
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# MLflow draws a progress bar for every artifact download (a model's load, a reference's
+# download), even of a few local kilobytes: noise in a job's log. Off while a job runs, unless
+# the environment says otherwise.
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # Also written into the environment by MLflow (``set_experiment``), and handed back by stop():
 # a later job, or a subprocess, in the same process must not inherit another store's ids.
-_SAVED_VARIABLES = (*_URI_VARIABLES, "MLFLOW_EXPERIMENT_ID")
+_SAVED_VARIABLES = (*_URI_VARIABLES, "MLFLOW_EXPERIMENT_ID", _PROGRESS_BAR)
 # MLflow's HTTP client settings, bounded while the service starts (see MlflowService.start).
 _REQUEST_VARIABLES = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
 
@@ -186,12 +206,19 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     _starting: threading.Thread | None = pdt.PrivateAttr(default=None)
     _start_error: BaseException | None = pdt.PrivateAttr(default=None)
     _deferred: bool = pdt.PrivateAttr(default=False)
+    _warm_up: tuple[str, ...] = pdt.PrivateAttr(default=())
 
-    def defer_start(self) -> None:
+    def defer_start(self, warm_up: T.Sequence[str] = ()) -> None:
         """Make the next ``start()`` a ``start_in_background()``. The CLI asks it for jobs
         that call ``ready()`` before their first MLflow call (``waits_for_mlflow``); code that
-        calls MLflow itself right after ``with job:`` gets the synchronous start."""
+        calls MLflow itself right after ``with job:`` gets the synchronous start.
+
+        ``warm_up``: modules the job will need once MLflow is ready (training: MLflow's sklearn
+        flavour and skops, whose import lists the public names of every loaded module, 1-1.5
+        s), imported by the same thread right after MLflow started, so that no two threads
+        import one package at once."""
         self._deferred = True
+        self._warm_up = tuple(warm_up)
 
     def start_in_background(self) -> None:
         """``start`` in a thread: MLflow's import and store opening (about 4 s) overlap the
@@ -207,9 +234,13 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         import pyarrow.parquet  # noqa: F401
         import scipy.stats  # noqa: F401
 
+        warm_up, self._warm_up = self._warm_up, ()
+
         def start() -> None:
             try:
                 self.start()
+                for module in warm_up:
+                    importlib.import_module(module)
             except BaseException as error:  # handed to ready(), in the job's thread
                 self._start_error = error
 
@@ -242,6 +273,7 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         # the user's own values, so that stop() restores them and overrides stay overrides.
         if not self._saved_environment:
             self._saved_environment = {name: os.environ.get(name) for name in _SAVED_VARIABLES}
+        os.environ.setdefault(_PROGRESS_BAR, "false")
         mlflow.set_tracking_uri(self.effective_tracking_uri)
         mlflow.set_registry_uri(self.effective_registry_uri)
         try:

@@ -14,6 +14,7 @@ from bikes.settings import JOB_MODULES
 if T.TYPE_CHECKING:
     from bikes.jobs.data import DataJob
     from bikes.jobs.evaluations import EvaluationsJob
+    from bikes.jobs.export import ExportJob
     from bikes.jobs.inference import InferenceJob
     from bikes.jobs.monitoring import MonitoringJob
     from bikes.jobs.promotion import PromotionJob
@@ -25,6 +26,7 @@ if T.TYPE_CHECKING:
 __all__ = [
     "DataJob",
     "EvaluationsJob",
+    "ExportJob",
     "InferenceJob",
     "MonitoringJob",
     "PromotionJob",

@@ -18,9 +18,7 @@ candidate that is the baseline itself is reported and skipped: no verdict, exit 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import re
 import typing as T
 import warnings
@@ -56,9 +54,10 @@ from bikes.core.metrics import (
     regression_metrics,
 )
 from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance, event_period
-from bikes.io import registry
+from bikes.io import registry, tables
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
 from bikes.io.datasets import ParquetReader
+from bikes.io.services import quiet
 from bikes.jobs.base import Job, Locals
 
 __all__ = ["VALIDATION_RUN_TAG", "VALIDATION_STATUS_TAG", "EvaluationsJob"]
@@ -298,7 +297,7 @@ class EvaluationsJob(Job):
         """Thresholds, noise and one-class check (``gate.judge``), then the segments."""
         outputs, labels, plan = evidence.outputs, evidence.labels, evidence.plan
         baseline = outputs.get("baseline")
-        with _quiet(MLFLOW_VALIDATION_LOGGER):
+        with quiet(MLFLOW_VALIDATION_LOGGER):
             verdicts = gate.judge(
                 plan,
                 results["candidate"],
@@ -483,7 +482,7 @@ class EvaluationsJob(Job):
         with (
             mlflow.start_run(run_name=name, nested=True),
             warnings.catch_warnings(),
-            _quiet(MLFLOW_EVALUATOR_LOGGER),  # "Testing metrics on first row...", per model
+            quiet(MLFLOW_EVALUATOR_LOGGER),  # "Testing metrics on first row...", per model
         ):
             # MLflow tries each metric on the first row alone, where most are undefined: noise.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -512,13 +511,13 @@ class EvaluationsJob(Job):
             "Gate for {} against {}:\n{}",
             candidate.uri,
             baseline.uri if baseline else "(first deploy)",
-            gate.console_verdicts(table),
+            tables.verdict_lines(table),
         )
         if not slices.empty:
             logger.info(
                 "Segments ({}):\n{}",
                 evidence.plan.slicing.metric,
-                gate.console_table(slices, shrink=("value", "segment")),
+                tables.text_table(slices, shrink=("value", "segment")),
             )
         mlflow.set_tags(
             {  # versions and names only: nothing here can hold a credential
@@ -532,7 +531,7 @@ class EvaluationsJob(Job):
         )
         mlflow.log_metric(GATE_PASSED_METRIC, 1.0 if decision.passed else 0.0)
         mlflow.log_table(table, "gate/verdict.json")
-        mlflow.log_text(_text_table(table), "gate/verdict.txt")
+        mlflow.log_text(tables.text_table(table, width=None), "gate/verdict.txt")
         if not slices.empty:
             mlflow.log_table(slices, "gate/slices.json")
         intervals = {v.metric: v.interval for v in decision.verdicts if v.interval is not None}
@@ -637,19 +636,3 @@ def _plain_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """pandas' ``str`` columns as ``object``: MLflow's SHAP evaluator takes numpy dtypes only."""
     text = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
     return frame.astype(dict.fromkeys(text, object)) if text else frame
-
-
-@contextlib.contextmanager
-def _quiet(name: str, level: int = logging.WARNING) -> T.Iterator[None]:
-    """A standard logger below ``level`` is silent for the block (its warnings still show)."""
-    quieted = logging.getLogger(name)
-    previous = quieted.level
-    quieted.setLevel(max(level, previous))
-    try:
-        yield
-    finally:
-        quieted.setLevel(previous)
-
-
-def _text_table(table: pd.DataFrame) -> str:
-    return table.to_string(index=False, float_format=lambda value: f"{value:.4g}")

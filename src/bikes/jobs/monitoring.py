@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import itertools
 import json
 import operator
@@ -35,6 +36,7 @@ from bikes.core.reference import HELD_OUT_TAG
 from bikes.io import registry, reports
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
 from bikes.io.datasets import ParquetReader, check_writable, write_text
+from bikes.io.lake import LakeReader
 from bikes.io.monitoring import (
     ChampionReference,
     Channel,
@@ -42,8 +44,13 @@ from bikes.io.monitoring import (
     StoreReader,
     Window,
 )
+from bikes.io.spark import SparkSettings
 from bikes.io.store import Store, configured_uri
 from bikes.jobs.base import Job, Locals
+
+if T.TYPE_CHECKING:
+    from bikes.spark.job import SparkWindow
+    from bikes.spark.monitoring import SparkMonitor
 
 COMPARISONS = {
     ">": operator.gt,
@@ -110,20 +117,22 @@ class MonitoringJob(Job):
         description=CONTRACT_DESCRIPTION + " With a parquet reference and no contract: every "
         "column that is not target, prediction, score, timestamp or id is a feature.",
     )
-    reference: ChampionReference | ParquetReader = pdt.Field(
+    reference: ChampionReference | ParquetReader | LakeReader = pdt.Field(
         default_factory=ChampionReference,
         discriminator="KIND",
         description="The baseline: a registered version's reference data (ChampionReference: "
         "drift against its training rows, performance against its held_out_performance "
         "record, else its in-sample fit, flagged optimistic) or any parquet table "
         "(ParquetReader) with the features, and, for performance, the target and prediction "
-        "columns.",
+        "columns, or captured rows of the parquet lake (LakeReader, e.g. a past period).",
     )
-    current: StoreReader | ParquetReader = pdt.Field(
+    current: StoreReader | ParquetReader | LakeReader = pdt.Field(
         default_factory=StoreReader,
         discriminator="KIND",
-        description="Production: windows of the capture store (StoreReader) or one parquet "
-        "table (ParquetReader; its window spans the contract's timestamp column).",
+        description="Production: windows of the capture store (StoreReader), of the parquet "
+        "lake bikes confs/export.yaml writes (LakeReader: windows by event time, as the "
+        "store's; monitoring at scale reads it, not the store) or one parquet table "
+        "(ParquetReader; its window spans the contract's timestamp column).",
     )
     columns: list[str] | None = pdt.Field(
         default=None,
@@ -167,6 +176,16 @@ class MonitoringJob(Job):
         "potential, detected, no_data: a window without rows stops any fail_on but never).",
     )
     run_name: str = pdt.Field(default="monitoring", description="The MLflow run's name.")
+    engine: T.Literal["pandas", "spark"] = pdt.Field(
+        default="pandas",
+        description="pandas: each window in this process's memory. spark: the statistics as "
+        "Spark aggregations over parquet (a file, folder or glob) or the lake, never collected "
+        "(needs the spark extra and Java 17; see README, Scale out).",
+    )
+    spark: SparkSettings = pdt.Field(
+        default=SparkSettings(),
+        description="The spark engine's session: master, app_name and conf passed through.",
+    )
     on_finding: T.Literal["none", "retrain"] = pdt.Field(
         default="none",
         description="retrain: a window whose status is detected starts the retraining job "
@@ -201,8 +220,7 @@ class MonitoringJob(Job):
     def run(self) -> Locals:
         self._check_channels()
         self._check_outputs()
-        monitor = self._monitor()
-        windows, count = self._windows(monitor.contract)
+        monitor, windows, count = self._prepared()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         results = []
         fired: list[Fired] = []
@@ -236,26 +254,23 @@ class MonitoringJob(Job):
             path = write_text(
                 self.results_path, redact(json.dumps(document, indent=2, default=str))
             )
-            report = write_text(
-                self.report_path,
-                redact(
-                    reports.render(
-                        results,
-                        monitor.detectors,
-                        monitor.window_shares,
-                        title=f"{self.registered_model} monitoring",
-                        compared=reports.Compared(
-                            reference=monitor.origin.name,
-                            reference_rows=monitor.reference_rows,
-                            reference_period=monitor.reference_period,
-                            contract=monitor.contract,
-                            contract_source="from the job's config"
-                            if self.contract is not None
-                            else "the model version's own",
-                        ),
-                    )
+            render = functools.partial(
+                reports.render,
+                results,
+                monitor.detectors,
+                monitor.window_shares,
+                title=f"{self.registered_model} monitoring",
+                compared=reports.Compared(
+                    reference=monitor.origin.name,
+                    reference_rows=monitor.reference_rows,
+                    reference_period=monitor.reference_period,
+                    contract=monitor.contract,
+                    contract_source="from the job's config"
+                    if self.contract is not None
+                    else "the model version's own",
                 ),
             )
+            report = write_text(self.report_path, redact(render()))
             mlflow.log_artifact(str(path), artifact_path="monitoring")
             mlflow.log_artifact(str(report), artifact_path="monitoring")
             mlflow.set_tags(
@@ -270,6 +285,9 @@ class MonitoringJob(Job):
             report,
         )
         retraining = self._retrain_on_finding(results, run.info.run_id)
+        if retraining and retraining.get("status") != "no_finding":  # the report tells it too
+            write_text(self.report_path, redact(render(retraining=retraining)))
+            self.mlflow_service.client().log_artifact(run.info.run_id, str(report), "monitoring")
         self._fail_if_asked(document["status"])
         self._fail_if_undelivered(undelivered)
         return {
@@ -278,6 +296,19 @@ class MonitoringJob(Job):
             "results": document,
             "retraining": retraining,
         }
+
+    def _prepared(
+        self,
+    ) -> tuple[Monitor | SparkMonitor, T.Iterable[Window | SparkWindow], int]:
+        """The monitor and the windows (and how many): pandas frames, or with ``engine:
+        spark`` Spark DataFrames judged by aggregations (PySpark imported only then)."""
+        if self.engine == "spark":
+            from bikes.spark.job import prepare
+
+            return prepare(self)
+        monitor = self._monitor()
+        windows, count = self._windows(monitor.contract)
+        return monitor, windows, count
 
     def _retrain_on_finding(self, results: list[dict[str, T.Any]], run_id: str) -> Locals | None:
         if self.on_finding == "none":
@@ -339,7 +370,12 @@ class MonitoringJob(Job):
                 held_out_rows=None if record is None else self.reference.held_out_rows(record),
             )
             return frame, contract, origin
-        frame = self.reference.read()
+        if isinstance(self.reference, LakeReader):  # captured rows: the store's column names
+            frame = _contract_names(
+                self.reference.read(self.registered_model), self.contract or Contract()
+            )
+        else:
+            frame = self.reference.read()
         contract = (self.contract or Contract()).with_columns(frame)
         return frame, contract, ReferenceOrigin(name=self.reference.source)
 
@@ -371,7 +407,7 @@ class MonitoringJob(Job):
 
     def _windows(self, contract: Contract) -> tuple[T.Iterable[Window], int]:
         """The windows (read lazily from a store) and how many there are."""
-        if isinstance(self.current, StoreReader):
+        if isinstance(self.current, StoreReader | LakeReader):  # the lake has the store's names
             count = len(self.current.bounds())
             names = {"prediction": contract.prediction}
             if contract.target is not None:
@@ -574,7 +610,7 @@ def _undelivered(
     }
 
 
-def _log_reference_performance(monitor: Monitor) -> None:
+def _log_reference_performance(monitor: Monitor | SparkMonitor) -> None:
     """Say where the reference performance comes from; warn when it is the in-sample fit."""
     source = monitor.reference_source
     if monitor.target is None or monitor.reference_performance is None:
@@ -613,6 +649,14 @@ def _warn(result: dict[str, T.Any]) -> None:
             window,
             ", ".join(quality["missing_columns"]),
         )
+
+
+def _contract_names(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Captured rows (the store's or the lake's) with the contract's prediction and target."""
+    names = {"prediction": contract.prediction}
+    if contract.target is not None:
+        names["target"] = contract.target
+    return frame.rename(columns=names)
 
 
 def _created(tables: MonitoringTables) -> MonitoringTables:
