@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -9,8 +12,14 @@ import pyarrow as pa
 import pytest
 
 from bikes.core.errors import InputError
-from bikes.io.datasets import ParquetReader, ParquetWriter, read_hourly_csv
-from tests.conftest import HOUR_CSV
+from bikes.io.datasets import (
+    ParquetReader,
+    ParquetWriter,
+    atomic_file,
+    read_hourly_csv,
+    temporaries,
+)
+from tests.conftest import HOUR_CSV, REPO
 
 
 def test_hourly_csv_gets_event_timestamps() -> None:
@@ -76,3 +85,90 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
         writer.write(pd.DataFrame({"a": [object()]}))
     pd.testing.assert_frame_equal(pd.read_parquet(target), pd.DataFrame({"a": [1, 2]}))
     assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+def test_atomic_file_replaces_the_file_only_when_the_block_ends(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with atomic_file(target) as temporary:
+        assert temporary.parent == tmp_path
+        assert temporary.name.startswith(".x.json.")
+        temporary.write_text("new")
+        assert target.read_text() == "old"  # nothing visible before the block ends
+        assert temporaries(target) == [temporary]
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+    umask = os.umask(0o027)
+    try:
+        with atomic_file(target) as temporary:
+            temporary.write_text("newer")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # what open() gives, not 0600
+    with atomic_file(target, mode=0o604) as temporary:
+        temporary.write_text("newest")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o604
+
+
+def test_atomic_file_failing_mid_write_keeps_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    target.write_text("old")
+
+    def half_a_write() -> None:
+        with atomic_file(target) as temporary:
+            temporary.write_text("half of the ne")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        half_a_write()
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+    # A real fault at the rename itself (a folder where the file goes): nothing left either.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    with pytest.raises(IsADirectoryError), atomic_file(blocked) as temporary:
+        temporary.write_text("new")
+    assert blocked.is_dir()
+    assert not list(blocked.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "x.json"]
+
+
+def test_atomic_file_syncs_the_file_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real fsync, watched: what each call flushed, in order."""
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def watched(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", watched)
+    target = tmp_path / "x.json"
+    with atomic_file(target) as temporary:
+        temporary.write_text("new")
+    assert synced == [str(temporary), str(tmp_path)]
+
+
+def test_a_killed_writer_leaves_the_old_file_and_a_temp_that_temporaries_finds(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "x.parquet"
+    target.write_text("old")
+    script = (
+        "import os, signal, sys\n"
+        "from bikes.io.datasets import atomic_file\n"
+        "with atomic_file(sys.argv[1]) as temporary:\n"
+        "    temporary.write_text('half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(target)], cwd=REPO, timeout=120, check=False
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert target.read_text() == "old"
+    (left,) = temporaries(target)
+    assert left.read_text() == "half"
+    assert left.name.startswith(".x.parquet.")
+    assert temporaries(tmp_path / "x") == []  # another file's temps are not its own

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from bikes.core.errors import InputError
-from bikes.io.store import MAX_RAW_ROW_CHARS, MAX_RAW_VALUE_CHARS, Store, raw_row
+from bikes.io.store import MAX_RAW_ROW_CHARS, MAX_RAW_VALUE_CHARS, Store, parsed_json, raw_row
 from tests.conftest import postgres_store
 
 BIKE_INPUTS = {
@@ -304,3 +304,24 @@ def test_reading_a_database_without_tables_says_so(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(InputError, match="no predictions table, nothing was captured here"):
         store.read()
+
+
+def test_parsed_json_reads_a_batch_as_one_parse_per_text_would() -> None:
+    """The store reader's and the export's parse: a list, a tuple (the export's rows) or a
+    Series (the reader's frame), NULL as None or NaN."""
+    texts = [
+        '{"hr": 3, "temp": 0.25, "name": "caf\u00e9", "tags": [1, {"a": null}]}',
+        None,
+        "12345678901234567890",
+        '"leave"',
+        "1e-07",
+        "true",
+        "[]",
+    ]
+    expected = [None if t is None else json.loads(t) for t in texts]
+    assert parsed_json(texts) == expected
+    assert parsed_json(tuple(texts)) == expected
+    series = pd.Series(texts, index=range(10, 17))  # an index that is not 0..n
+    assert parsed_json(series) == expected
+    assert parsed_json(pd.Series([np.nan, "2.5", None], dtype=object)) == [None, 2.5, None]
+    assert parsed_json([]) == []

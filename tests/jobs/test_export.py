@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -300,6 +301,32 @@ def test_kill_9_mid_export_then_the_next_run_completes_it(tmp_path: Path) -> Non
     assert len(ids) == len(set(ids)) == total  # nothing twice, nothing lost
     assert not list(lake.rglob("*.tmp"))  # the killed run's temp file is cleared
     assert _export(store, lake)["partitions"] == 0
+
+
+def test_temp_files_of_a_killed_run_are_cleared(tmp_path: Path) -> None:
+    """What a run killed mid-write leaves (a partition's and the manifest's temp files) is
+    removed by the next run, which holds the lake's lock; other hidden files are left alone."""
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    store.create()
+    store.write_predictions(_rows(1, 3))
+    lake = tmp_path / "lake"
+    folder = partition_folder(lake, "bikes", "2012-07-01")
+    folder.mkdir(parents=True)
+    left = [folder / ".part-0000.parquet.k1ll3d_x.tmp", lake / f".{MANIFEST}.k1ll3d_y.tmp"]
+    for file in left:
+        file.write_bytes(b"half a file")
+    kept = folder / ".notes.tmp"
+    kept.write_text("not the export's")
+    umask = os.umask(0o022)
+    try:
+        assert _export(store, lake)["rows"] == 3
+    finally:
+        os.umask(umask)
+    assert not any(file.exists() for file in left)
+    for written in (lake / MANIFEST, folder / "part-0000.parquet"):  # readers of other users
+        assert stat.S_IMODE(written.stat().st_mode) == 0o644
+    assert kept.exists()
+    assert sorted(_lake_ids(lake)) == sorted(store.read()["prediction_id"])
 
 
 def _partitions(manifest: Path) -> list[str]:

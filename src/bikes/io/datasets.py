@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import tempfile
 import typing as T
@@ -56,20 +58,58 @@ class ParquetWriter(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     def write(self, frame: pd.DataFrame) -> Path:
         file = Path(self.path)
         file.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(
-            dir=file.parent, prefix=f".{file.name}.", suffix=".tmp"
-        )
-        os.close(descriptor)
-        try:
+        with atomic_file(file) as temporary:
             frame.to_parquet(temporary, index=False)
-            # mkstemp creates 0600; the finished file gets what a plain open() would give it,
-            # so other users and containers can read the outputs as usual.
-            os.chmod(temporary, 0o666 & ~_umask())
-            os.replace(temporary, file)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
         return file
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: int | None = None) -> T.Iterator[Path]:
+    """Yield a temp file beside ``path`` to write; when the block ends normally, sync it, give
+    it ``mode`` and rename it over ``path``, then sync the folder: a reader (or a crash) sees
+    the old file or the new one, never half of one, and the rename survives a power cut.
+
+    If the block raises, ``path`` is left as it was and the temp file is removed. The temp
+    file is hidden (``.<name>.<random>.tmp``: pyarrow, pandas and Spark skip names starting
+    with ``.``); a killed process may leave one, which ``temporaries(path)`` finds. ``mode``
+    defaults to what a plain ``open()`` gives (``0o666`` less the umask), not mkstemp's
+    ``0600``, so other users and containers can read the outputs as usual. The folder must
+    exist.
+    """
+    file = Path(path)
+    descriptor, name = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    os.close(descriptor)
+    temporary = Path(name)
+    try:
+        yield temporary
+        _synced(temporary)
+        os.chmod(temporary, 0o666 & ~_umask() if mode is None else mode)
+        os.replace(temporary, file)
+        _synced(file.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def temporaries(path: str | Path) -> list[Path]:
+    """The temp files ``atomic_file(path)`` left behind when its process was killed: only
+    whoever owns ``path`` (holds its lock) may remove them."""
+    file = Path(path)
+    prefix = f".{file.name}."
+    return sorted(
+        found
+        for found in file.parent.glob(f"{glob.escape(prefix)}*.tmp")
+        if "." not in found.name[len(prefix) : -len(".tmp")]  # mkstemp's part has no dot
+    )
+
+
+def _synced(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk before it counts as written."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _umask() -> int:

@@ -18,7 +18,6 @@ import glob
 import itertools
 import json
 import os
-import tempfile
 import typing as T
 import urllib.parse
 from pathlib import Path
@@ -29,6 +28,7 @@ import pyarrow.dataset as ds
 import pydantic as pdt
 
 from bikes.core.errors import ConfigError, InputError, first_line
+from bikes.io.datasets import atomic_file
 from bikes.io.monitoring import TimeWindows, Window
 
 if T.TYPE_CHECKING:
@@ -53,20 +53,10 @@ def _escaped(value: str) -> str:
 
 
 def write_json_atomically(path: Path, document: dict[str, T.Any]) -> None:
-    """Write a temp file beside ``path``, sync it, then rename it over ``path``: a reader (or a
-    crash) sees the old document or the new one, never half of one."""
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump(document, file, indent=1, default=str)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Replace ``path`` by ``atomic_file``: a reader (or a crash) sees the old document or the
+    new one, never half of one."""
+    with atomic_file(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
+        json.dump(document, file, indent=1, default=str)
 
 
 def read_manifest(lake: str | Path) -> dict[str, T.Any] | None:

@@ -27,7 +27,7 @@ from bikes.core.redaction import redact, redact_url
 from bikes.core.reference import HELD_OUT_TAG, HeldOutPerformance
 from bikes.io import registry
 from bikes.io.datasets import ParquetReader
-from bikes.io.store import Store, configured_uri
+from bikes.io.store import DEFAULT_STORE_URI, Store, StoreSchema, StoreUri, open_store
 
 if T.TYPE_CHECKING:  # MLflow is imported where it is used (a 3 s import; see io.services)
     from mlflow.tracking import MlflowClient
@@ -113,19 +113,14 @@ class StoreReader(TimeWindows):
     """
 
     KIND: T.Literal["StoreReader"] = "StoreReader"
-    uri: str = pdt.Field(
-        default="sqlite:///predictions.db",
-        description="The capture store's SQLAlchemy URI; BIKES_STORE_URI wins over it.",
-    )
-    schema_name: str | None = pdt.Field(
-        default=None, description="PostgreSQL schema of the store's tables."
-    )
+    uri: StoreUri = DEFAULT_STORE_URI
+    schema_name: StoreSchema = None
     latest: int = pdt.Field(
         default=500, gt=0, description="Without start and end: the latest N predictions."
     )
 
     def store(self) -> Store:
-        return Store(configured_uri(self.uri), self.schema_name)
+        return open_store(self.uri, self.schema_name)
 
     def windows(self, model_name: str) -> T.Iterator[Window]:
         """Each window read when it is needed, so a backfill holds one window at a time.

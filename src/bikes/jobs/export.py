@@ -22,9 +22,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import itertools
 import json
-import os
-import tempfile
 import typing as T
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from tqdm import tqdm
 
 from bikes.core.contract import CAPTURE_COLUMNS
 from bikes.core.errors import ConfigError, InputError, first_line
-from bikes.io.datasets import check_writable
+from bikes.io.datasets import atomic_file, check_writable, temporaries
 from bikes.io.lake import (
     MANIFEST,
     MODEL_KEY,
@@ -48,7 +47,14 @@ from bikes.io.lake import (
     read_manifest,
     write_json_atomically,
 )
-from bikes.io.store import Store, configured_uri
+from bikes.io.store import (
+    DEFAULT_STORE_URI,
+    Store,
+    StoreSchema,
+    StoreUri,
+    open_store,
+    parsed_json,
+)
 from bikes.jobs.base import Job, Locals
 
 FORMAT = 1
@@ -72,13 +78,8 @@ class ExportJob(Job):
 
     KIND: T.Literal["ExportJob"] = "ExportJob"
 
-    store_uri: str = pdt.Field(
-        default="sqlite:///predictions.db",
-        description="The capture store's SQLAlchemy URI; BIKES_STORE_URI wins over it.",
-    )
-    schema_name: str | None = pdt.Field(
-        default=None, description="PostgreSQL schema of the store's tables."
-    )
+    store_uri: StoreUri = DEFAULT_STORE_URI
+    schema_name: StoreSchema = None
     lake: str = pdt.Field(
         default="outputs/lake",
         description="The lake folder: <lake>/model_name=<m>/event_date=<YYYY-MM-DD>/part-0000."
@@ -100,7 +101,7 @@ class ExportJob(Job):
         lake = Path(self.lake)
         check_writable(lake / MANIFEST, "job.lake")
         lake.mkdir(parents=True, exist_ok=True)
-        store = Store(configured_uri(self.store_uri), self.schema_name)
+        store = open_store(self.store_uri, self.schema_name)
         try:
             with _locked(lake):
                 return self._export(store, lake)
@@ -171,35 +172,28 @@ class ExportJob(Job):
     def _write(self, store: Store, lake: Path, key: Key, manifest: _Manifest) -> int:
         """Write one partition whole, from a stream of the store's rows, then record it."""
         model, day = key
-        folder = partition_folder(lake, model, day)
-        folder.mkdir(parents=True, exist_ok=True)
-        for leftover in folder.glob(f".{PART_FILE}.*.tmp"):  # a killed run's (we hold the lock)
+        target = partition_folder(lake, model, day) / PART_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in temporaries(target):  # a killed run's (we hold the lock)
             leftover.unlink()
         schema = manifest.schema(model)
         figures = _Figures()
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{PART_FILE}.", suffix=".tmp")
-        os.close(descriptor)
-        writer: pq.ParquetWriter | None = None
-        try:
-            for chunk in _chunks(store, model, day, self.chunk_rows):
-                table = _table(chunk, schema)  # raises SchemaChangedError, schema updated
-                if writer is None:
-                    writer = pq.ParquetWriter(temporary, table.schema)
-                writer.write_table(table)
-                figures.add(table)
-            if writer is None:  # the rows went away meanwhile: nothing to write
+        with contextlib.closing(_chunks(store, model, day, self.chunk_rows)) as chunks:
+            first = next(chunks, None)
+            if first is None:  # the rows went away meanwhile: nothing to write
                 return 0
-            writer.close()
-            writer = None
-            _synced(temporary)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, folder / PART_FILE)
-            _synced(folder)
-        finally:
-            if writer is not None:
-                writer.close()
-            if os.path.exists(temporary):
-                os.remove(temporary)
+            with atomic_file(target, mode=0o644) as temporary:
+                writer: pq.ParquetWriter | None = None
+                try:
+                    for chunk in itertools.chain([first], chunks):
+                        table = _table(chunk, schema)  # raises SchemaChangedError, schema updated
+                        if writer is None:
+                            writer = pq.ParquetWriter(temporary, table.schema)
+                        writer.write_table(table)
+                        figures.add(table)
+                finally:
+                    if writer is not None:
+                        writer.close()
         manifest.record(key, figures.as_dict(), schema)
         return figures.rows
 
@@ -282,7 +276,9 @@ def _fingerprints(store: Store, model_name: str | None) -> dict[Key, dict[str, T
     }
 
 
-def _chunks(store: Store, model: str, day: str, size: int) -> T.Iterator[list[sa.Row[T.Any]]]:
+def _chunks(
+    store: Store, model: str, day: str, size: int
+) -> T.Generator[list[sa.Row[T.Any]], None, None]:
     """A partition's rows with their labels, ``size`` at a time, from a server-side cursor
     (PostgreSQL) or SQLite's own lazy cursor: never the whole day in memory."""
     p, lab = store.predictions, store.labels
@@ -306,14 +302,6 @@ def _chunks(store: Store, model: str, day: str, size: int) -> T.Iterator[list[sa
         result = connection.execution_options(stream_results=True, yield_per=size).execute(query)
         for partition in result.partitions(size):
             yield T.cast(list[sa.Row[T.Any]], list(partition))
-
-
-def _parsed(texts: T.Sequence[str | None]) -> list[T.Any]:
-    """JSON texts (NULL as missing) parsed in one C call, as the store reader does."""
-    return T.cast(
-        list[T.Any],
-        json.loads("[" + ",".join(t if isinstance(t, str) else "null" for t in texts) + "]"),
-    )
 
 
 def _expanded(documents: list[T.Any], taken: set[str]) -> dict[str, pa.Array | list[T.Any]]:
@@ -398,14 +386,14 @@ def _table(chunk: list[sa.Row[T.Any]], schema: dict[str, str]) -> pa.Table:
         "latency_ms": pa.array(raw["latency_ms"], pa.float64()),
     }
     taken = {*CAPTURE_COLUMNS, "prediction", "target", "label_time"}
-    inputs = _expanded(_parsed(raw["inputs"]), taken)
-    scores = _expanded(_parsed(raw["scores"]), taken | set(inputs))
+    inputs = _expanded(parsed_json(raw["inputs"]), taken)
+    scores = _expanded(parsed_json(raw["scores"]), taken | set(inputs))
     for name, values in inputs.items():
         columns[name] = _column(values)
-    columns["prediction"] = _column(_parsed(raw["prediction"]))
+    columns["prediction"] = _column(parsed_json(raw["prediction"]))
     for name, values in scores.items():
         columns[name] = _column(values)
-    columns["target"] = _column(_parsed(raw["target"]))
+    columns["target"] = _column(parsed_json(raw["target"]))
     columns["label_time"] = pa.array(raw["label_time"], pa.timestamp("us"))
     changed = False
     existing = bool(schema)
@@ -430,16 +418,6 @@ def _table(chunk: list[sa.Row[T.Any]], schema: dict[str, str]) -> pa.Table:
         for field in target
     ]
     return pa.Table.from_arrays(arrays, schema=target)
-
-
-def _synced(path: str | Path) -> None:
-    """Flush a file (or a folder's entries) to disk before it counts as written."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0)
-    descriptor = os.open(path, flags)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 @contextlib.contextmanager
@@ -468,6 +446,8 @@ class _Manifest:
 
     @classmethod
     def load(cls, lake: Path) -> _Manifest:
+        for leftover in temporaries(lake / MANIFEST):  # a killed run's (we hold the lock)
+            leftover.unlink()
         document = read_manifest(lake) or {}
         if document and document.get("format") != FORMAT:
             raise InputError(

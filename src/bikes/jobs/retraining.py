@@ -44,7 +44,7 @@ from bikes.io import registry
 from bikes.io.configs import load_config
 from bikes.io.datasets import ParquetReader, ParquetWriter, check_writable, write_text
 from bikes.io.services import MlflowService
-from bikes.io.store import Store, configured_uri
+from bikes.io.store import DEFAULT_STORE_URI, Store, StoreSchema, StoreUri, open_store
 from bikes.jobs.base import Job, Locals
 from bikes.jobs.evaluations import EvaluationsJob
 from bikes.jobs.training import TrainingJob
@@ -148,16 +148,11 @@ class RetrainWindow(pdt.BaseModel, strict=False, frozen=True, extra="forbid"):
 class CaptureStore(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     """The capture store the prediction service writes: predictions and their labels."""
 
-    uri: str = pdt.Field(
-        default="sqlite:///predictions.db",
-        description="The store's SQLAlchemy URI; BIKES_STORE_URI wins over it.",
-    )
-    schema_name: str | None = pdt.Field(
-        default=None, description="PostgreSQL schema of the store's tables."
-    )
+    uri: StoreUri = DEFAULT_STORE_URI
+    schema_name: StoreSchema = None
 
     def open(self) -> Store:
-        return Store(configured_uri(self.uri), self.schema_name)
+        return open_store(self.uri, self.schema_name)
 
 
 class RetrainingJob(Job):

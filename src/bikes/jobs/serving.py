@@ -14,7 +14,7 @@ from bikes.core.contract import Contract
 from bikes.core.errors import CaptureLossError
 from bikes.io.capture import Acknowledge, CaptureWriter
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec
-from bikes.io.store import Store, configured_uri
+from bikes.io.store import DEFAULT_STORE_URI, StoreSchema, StoreUri, open_store
 from bikes.jobs.base import Job, Locals
 from bikes.serving.app import create_app
 from bikes.serving.models import ModelSlot
@@ -65,13 +65,8 @@ class ServingJob(Job):
     capture: bool = pdt.Field(
         default=True, description="Record predictions, labels and rejected rows in the store."
     )
-    store_uri: str = pdt.Field(
-        default="sqlite:///predictions.db",
-        description="The capture store (SQLAlchemy URI); BIKES_STORE_URI wins over it.",
-    )
-    store_schema: str | None = pdt.Field(
-        default=None, description="PostgreSQL: the schema holding the capture tables."
-    )
+    store_uri: StoreUri = DEFAULT_STORE_URI
+    store_schema: StoreSchema = None
     spool_path: str = pdt.Field(
         default="predictions.spool.jsonl",
         description="Where rows wait while the store is unreachable (fsync'd JSON lines), "
@@ -139,7 +134,7 @@ class ServingJob(Job):
         )
         store, writer = None, None
         if self.capture:
-            store = Store(configured_uri(self.store_uri), self.store_schema)
+            store = open_store(self.store_uri, self.store_schema)
             store.create()
             writer = CaptureWriter(
                 store,
