@@ -6,16 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from sklearn import metrics
 
 from bikes.core.drift import Detector
 from bikes.core.summaries import (
     Bins,
     SummaryDetector,
-    coarse_edges,
+    auc_interval,
+    coarse_from_bins,
     fine_edges,
     fine_probabilities,
     ks_bounds,
     ks_pvalue,
+    log_loss_sum,
+    ovr_auc_interval,
+    true_class_probabilities,
     wasserstein_bounds,
 )
 
@@ -34,13 +39,46 @@ def bins_of(values: np.ndarray, edges: np.ndarray) -> Bins:
 
 
 def summarised(reference: np.ndarray, bins: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """Fine and 20-bin edges from exact quantiles (``method="inverted_cdf"``: a data value,
-    as a quantile sketch returns)."""
+    """Fine edges from exact quantiles (``method="inverted_cdf"``: data values, as the
+    engine's sample gives), and the 20-bin edges from the reference's fine counts."""
     q = np.quantile(reference, fine_probabilities(bins), method="inverted_cdf")
-    return (
-        fine_edges(q, reference.min(), reference.max()),
-        coarse_edges(q, reference.min(), reference.max()),
+    edges = fine_edges(q, reference.min(), reference.max())
+    return edges, coarse_from_bins(bins_of(reference, edges))
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discrete", "sampled"])
+def test_coarse_edges_are_the_20_quantiles_to_within_one_fine_bin(kind: str) -> None:
+    """Each coarse edge is the smallest fine edge where the reference's CDF reaches k/20: on
+    discrete values (every value an edge) numpy's ``inverted_cdf`` quantile itself; else its
+    CDF exceeds k/20 by at most the mass of the fine bin it closes, whatever the fine edges
+    (``sampled``: edges from 2% of the rows, as the Spark engine places them)."""
+    rng = np.random.default_rng(11)
+    reference = (
+        np.round(rng.gamma(2.0, 1.0, 30_000), 1)
+        if kind == "discrete"
+        else rng.lognormal(0, 1, 30_000)
     )
+    source = rng.choice(reference, 600) if kind == "sampled" else reference
+    q = np.quantile(source, fine_probabilities(), method="inverted_cdf")
+    edges = fine_edges(q, reference.min(), reference.max())
+    fine = bins_of(reference, edges)
+    coarse = coarse_from_bins(fine)
+    assert coarse[0] == reference.min()
+    assert coarse[-1] == reference.max()
+    assert set(coarse) <= set(edges)  # the 20-bin counts follow from the fine ones
+    expected = np.unique(np.quantile(reference, np.linspace(0, 1, 21), method="inverted_cdf"))
+    if kind == "discrete":
+        assert coarse.tolist() == expected.tolist()
+        return
+    n = reference.size
+    for k, edge in zip(range(1, 20), coarse[1:-1], strict=False):
+        at_most = np.count_nonzero(reference <= edge) / n
+        index = int(np.searchsorted(edges, edge))
+        below = np.count_nonzero(reference < edges[index - 1]) / n if index else 0.0
+        # the CDF at the edge reaches k/20 and the previous fine edge's did not
+        assert at_most >= k / 20 - 1e-12
+        assert below < k / 20
+        assert at_most - k / 20 <= fine.counts[index].item() / n + 1e-12
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.05, 0.5])
@@ -143,3 +181,106 @@ def test_category_counts_score_exactly_as_the_values() -> None:
         assert result.score == pytest.approx(expected.score, rel=1e-12, abs=1e-300)
         assert np.array_equal(result.shares, expected.shares)
         assert result.drift == expected.drift
+
+
+# -- classification scores ---------------------------------------------------------------------
+
+
+def class_bins(
+    scores: np.ndarray, truth: np.ndarray, edges: np.ndarray, classes: int
+) -> np.ndarray:
+    """Rows of each true class per ``Bins`` bucket of ``scores`` (what ``bikes.spark.scores``
+    counts): ``(classes, edges + 1)``."""
+    bucket = np.searchsorted(edges, scores, side="right")
+    width = edges.size + 1
+    return np.bincount(truth * width + bucket, minlength=classes * width).reshape(classes, width)
+
+
+def test_auc_interval_hand_worked() -> None:
+    # Positives in bins [0, 1, 1], negatives [1, 1, 0]: of the 4 pairs, 3 are ordered by the
+    # bins (bin 1 over bin 0; bin 2 over bins 0 and 1) and 1 shares bin 1.
+    assert auc_interval([0, 1, 1], [1, 1, 0]) == (0.875, 0.75, 1.0)
+    # A bin of its own per score: the estimate is sklearn's AUC with the tie counted 1/2.
+    truth, score = [0, 1, 0, 1], [0.1, 0.5, 0.5, 0.9]
+    assert auc_interval([0, 1, 1], [1, 1, 0])[0] == metrics.roc_auc_score(truth, score)
+    assert auc_interval([2, 0], [0, 3]) == (0.0, 0.0, 0.0)  # every positive scored lower
+    assert all(np.isnan(auc_interval([0, 0], [1, 2])))  # no positive: undefined, as sklearn
+    with pytest.raises(ValueError, match="same length"):
+        auc_interval([1, 2], [1, 2, 3])
+
+
+def test_auc_is_exact_when_the_bins_are_the_distinct_scores() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, 4000)
+    score = np.round(rng.normal(truth * 0.7, 1.0), 1)  # many ties
+    edges = np.unique(score)
+    counts = class_bins(score, truth, edges, 2)
+    estimate, low, high = auc_interval(counts[1], counts[0])
+    assert estimate == pytest.approx(metrics.roc_auc_score(truth, score), abs=1e-12)
+    assert low < estimate < high  # ties inside bins are what the interval is about
+
+
+def test_auc_of_continuous_scores_on_quantile_bins_holds_sklearns() -> None:
+    rng = np.random.default_rng(4)
+    for shift in (0.0, 0.3, 1.5):
+        truth = rng.integers(0, 2, 20000)
+        score = rng.normal(truth * shift, 1.0)
+        edges = fine_edges(np.quantile(score, fine_probabilities()), score.min(), score.max())
+        counts = class_bins(score, truth, edges, 2)
+        estimate, low, high = auc_interval(counts[1], counts[0])
+        exact = metrics.roc_auc_score(truth, score)
+        assert low <= exact <= high
+        assert high - low < 2e-3  # about 1 / bins
+        assert estimate == pytest.approx(exact, abs=1e-4)
+
+
+def test_ovr_auc_is_sklearns_macro_one_vs_rest() -> None:
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 3, 6000)
+    # A few distinct probability rows: each column's distinct values are its bins (exact).
+    table = rng.dirichlet([1, 1, 1], 12)
+    rows = np.where(rng.random(6000) < 0.5, truth * 4 + rng.integers(0, 4, 6000), 0)
+    scores = table[rows]
+    per_column = [np.unique(scores[:, k]) for k in range(3)]
+    counts = [class_bins(scores[:, k], truth, per_column[k], 3) for k in range(3)]
+    expected = metrics.roc_auc_score(truth, scores, multi_class="ovr", labels=[0, 1, 2])
+    estimate, low, high = ovr_auc_interval(counts)
+    assert estimate == pytest.approx(expected, abs=1e-12)
+    assert low < estimate < high
+    # Continuous scores on quantile bins: sklearn's value is inside.
+    scores = rng.dirichlet([1, 1, 1], 6000)
+    scores[np.arange(6000), truth] += 0.5
+    scores /= scores.sum(axis=1, keepdims=True)
+    counts = []
+    for k in range(3):
+        column = scores[:, k]
+        edges = fine_edges(np.quantile(column, fine_probabilities()), column.min(), column.max())
+        counts.append(class_bins(column, truth, edges, 3))
+    expected = metrics.roc_auc_score(truth, scores, multi_class="ovr", labels=[0, 1, 2])
+    estimate, low, high = ovr_auc_interval(counts)
+    assert low <= expected <= high
+    assert estimate == pytest.approx(expected, abs=1e-3)
+    # A class absent from the rows: sklearn's macro mean is NaN, and so is ours.
+    counts[2][2] = 0
+    assert all(np.isnan(ovr_auc_interval(counts)))
+    with pytest.raises(ValueError, match="must be"):
+        ovr_auc_interval([np.zeros((2, 4)), np.zeros((3, 4)), np.zeros((3, 4))])
+
+
+def test_log_loss_sum_is_sklearns_with_its_clipping() -> None:
+    rng = np.random.default_rng(6)
+    truth = rng.integers(0, 2, 500)
+    p = rng.random(500)
+    p[:5] = [0.0, 1.0, 1e-20, 1 - 1e-17, 0.5]  # clipped to [eps, 1 - eps]
+    truth[:4] = [1, 0, 1, 0]  # the worst cases: a certain, wrong score
+    binary = log_loss_sum(true_class_probabilities(p, truth)) / p.size
+    expected = metrics.log_loss(truth, np.column_stack([1 - p, p]), labels=[0, 1])
+    assert binary == pytest.approx(expected, rel=1e-9, abs=0)
+    assert binary > 4 * 36 / 500  # the four clipped terms (-log(eps) = 36) are in
+    truth = rng.integers(0, 4, 800)
+    table = rng.dirichlet([0.3] * 4, 800)
+    table[0] = [1.0, 0.0, 0.0, 0.0]
+    truth[0] = 2
+    multiclass = log_loss_sum(true_class_probabilities(table, truth)) / truth.size
+    expected = metrics.log_loss(truth, table, labels=[0, 1, 2, 3])
+    assert multiclass == pytest.approx(expected, rel=1e-9, abs=0)

@@ -82,6 +82,40 @@ def test_spark_predictions_equal_the_pandas_engines(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".spark-predictions")]
 
 
+def test_spark_writes_a_classifiers_score_columns_as_the_pandas_engine(
+    classifier: dict[str, T.Any],
+    services: dict[str, T.Any],
+    gibraltar_splits: Path,
+    spark: SparkSession,
+    tmp_path: Path,
+) -> None:
+    """The version's own contract names p_fair, p_cloudy, p_wet: Spark writes them too (a
+    second UDF over predict_proba), equal to the pandas engine's, in the same column order."""
+    production = str(gibraltar_splits / "production.parquet")
+    weather = {"registered_model": "weather"}
+    with _job(services, production, str(tmp_path / "pandas.parquet"), **weather) as job:
+        job.run()
+    folder = tmp_path / "spark-weather"
+    with _job(services, production, str(folder), engine="spark", spark=SPARK, **weather) as job:
+        result = job.run()
+    expected = pd.read_parquet(tmp_path / "pandas.parquet")
+    assert result["rows"] == len(expected)
+    found = pd.read_parquet(folder)
+    assert list(found.columns) == [*expected.columns, "event_date"]
+    scores = ["p_fair", "p_cloudy", "p_wet"]
+    keys = ["observed_at", "predicted_sky", *scores]
+    found = found.sort_values(keys).reset_index(drop=True)
+    expected = expected.sort_values(keys).reset_index(drop=True)
+    assert found["observed_at"].tolist() == expected["observed_at"].tolist()
+    assert found["predicted_sky"].tolist() == expected["predicted_sky"].tolist()
+    for column in scores:
+        assert found[column].to_numpy() == pytest.approx(
+            expected[column].to_numpy(), rel=1e-9, abs=1e-9
+        )
+    assert found[scores].sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-9)
+    assert found[scores].std().min() > 0.01  # real probabilities, not a constant column
+
+
 def test_spark_checks_the_contract_on_every_row_without_collecting_them(
     champion: dict[str, T.Any],
     services: dict[str, T.Any],

@@ -20,11 +20,15 @@ it is bounded by the bin's inner mass. Hence:
   The p-value follows ``scipy.stats.ks_2samp``'s own (exact up to 10,000 rows, else Smirnov's
   asymptotic law) from the statistic and the two sizes.
 - PSI, Hellinger, total variation, Jensen-Shannon and the report's 20 binned shares use the
-  reference's 20-quantile edges like ``drift.Detector``, but these edges are approximate
-  quantiles (rank error at most ``relative_error * rows`` plus one row per partition, the
-  sketch's guarantee: ``bikes.spark.statistics.sketches``): the shares on them are exact
-  counts, so each share differs from the pandas engine's by at most twice the rank error in
-  share (plus the interpolation ``np.quantile`` does between two values).
+  reference's 20-quantile edges like ``drift.Detector``; here each is the smallest fine edge
+  at which the reference's exact CDF reaches ``k/20`` (``coarse_from_bins``), so its rank
+  error is at most one fine bin's mass (about 1/1000 of the rows; exact when every value is
+  an edge): the shares on them are exact counts, so each share differs from the pandas
+  engine's by at most two fine bins' mass (plus the interpolation ``np.quantile`` does
+  between two values).
+- Where the fine edges come from does not enter any bound: they are quantiles of a uniform
+  sample of the reference (``bikes.spark.statistics.sample_quantiles``), so that each fine
+  bin holds about a thousandth of the rows, with the exact minimum and maximum at the ends.
 - Categorical columns: exact category counts, scored by ``Detector.score_counts`` itself.
 """
 
@@ -35,13 +39,13 @@ import math
 import typing as T
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 from scipy.stats import _stats_py
 
 from bikes.core.drift import BINS, SMALL_SAMPLE, Detector, DriftResult, Kind
 
 FINE_BINS = 1000
-RELATIVE_ERROR = 5e-4  # of the quantile sketch: a rank error of at most 0.05% of the rows
 SHARE_METHODS = frozenset({"psi", "hellinger", "total_variation", "jensenshannon"})
 MAX_AUTO_N = 10000  # as scipy.stats.ks_2samp's method="auto"
 
@@ -60,17 +64,31 @@ def fine_edges(quantiles: T.Sequence[float], minimum: float, maximum: float) -> 
     return np.unique(np.concatenate(([minimum], inner, [maximum])))
 
 
-def coarse_edges(quantiles: T.Sequence[float], minimum: float, maximum: float) -> np.ndarray:
-    """The 20 bins' edges from the fine quantiles, as ``drift._quantile_edges`` shapes them:
-    a subset of the fine edges, so both sides' 20-bin counts follow from the fine counts."""
-    values = np.asarray(quantiles, dtype=float)
-    step = (values.size - 1) // BINS
-    picked = values[::step].copy()
-    picked[0], picked[-1] = minimum, maximum
-    edges = np.unique(np.clip(picked, minimum, maximum))
-    if edges.size < 2:
-        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-    return edges
+def coarse_from_bins(reference: Bins) -> np.ndarray:
+    """The 20 bins' edges from the reference's exact fine counts: for each ``q = k/20``, the
+    smallest fine edge at which the reference's CDF reaches ``q`` (``np.quantile``'s
+    ``inverted_cdf`` when every value is an edge; otherwise the true quantile lies in the
+    fine bin just left of the edge, so an edge's CDF exceeds ``q`` by at most that bin's
+    mass). The outer edges are the reference's minimum and maximum (its first and last fine
+    edges), as ``drift._quantile_edges`` has them. Integer arithmetic: no rounding decides."""
+    edges = reference.edges
+    # rows <= e_i for each fine edge i: rows below bucket i+1 plus those on its left edge
+    below = np.cumsum(reference.counts)[:-1]
+    upto = below + reference.at_edge[1:]
+    n = int(reference.size)
+    picked = [edges[0]]
+    for k in range(1, BINS):
+        index = int(np.searchsorted(BINS * upto, k * n, side="left"))
+        picked.append(edges[min(index, edges.size - 1)])
+    picked.append(edges[-1])
+    return _distinct_edges(np.asarray(picked, dtype=float), edges[0], edges[-1])
+
+
+def _distinct_edges(picked: np.ndarray, minimum: float, maximum: float) -> np.ndarray:
+    found = np.unique(np.clip(picked, minimum, maximum))
+    if found.size < 2:
+        found = np.array([found[0] - 0.5, found[0] + 0.5])
+    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,3 +267,88 @@ class SummaryDetector(Detector):
 def _shares(counts: np.ndarray) -> np.ndarray:
     total = counts.sum()
     return counts / total if total else counts.astype(float)
+
+
+# -- classification scores: ROC AUC and log loss from per-bin counts and a sum ------------------
+#
+# A distributed engine cannot rank every score on one machine, but it can count, per class,
+# the rows whose score falls in each fine bin (ascending bins, the ``Bins`` buckets), and sum
+# the log loss's terms. AUC is the share of (positive, negative) pairs the score orders
+# rightly, ties counting one half (Mann-Whitney, what ``sklearn.metrics.roc_auc_score``
+# computes). Pairs in different bins are ordered by the bins; only pairs sharing a bin are
+# unknown: counted as 0 they give the lower bound, as 1 the upper, as 1/2 the estimate, which
+# is the exact AUC when each bin holds one distinct score (a bin's rows are then all tied).
+# The gap ``high - low`` is the share of pairs sharing a bin: about ``1 / bins`` on quantile
+# bins of a continuous score.
+
+
+def auc_interval(
+    positive_counts: T.Sequence[float] | np.ndarray,
+    negative_counts: T.Sequence[float] | np.ndarray,
+) -> tuple[float, float, float]:
+    """Binary ROC AUC as ``(estimate, low, high)`` from the positives' and negatives' counts
+    per ascending score bin (see above); NaN when either side is empty, as sklearn answers
+    (with a warning) when one class only is present."""
+    positives = np.asarray(positive_counts, dtype=float)
+    negatives = np.asarray(negative_counts, dtype=float)
+    if positives.ndim != 1 or positives.shape != negatives.shape:
+        raise ValueError(
+            f"auc_interval: counts per bin of the same length needed, not shapes "
+            f"{positives.shape} and {negatives.shape}"
+        )
+    pairs = float(positives.sum()) * float(negatives.sum())
+    if pairs == 0:
+        nan = float("nan")
+        return nan, nan, nan
+    below = np.cumsum(negatives) - negatives  # negatives in strictly lower bins
+    ordered = float(np.dot(positives, below))
+    tied = float(np.dot(positives, negatives))
+    return (ordered + tied / 2) / pairs, ordered / pairs, (ordered + tied) / pairs
+
+
+def ovr_auc_interval(
+    counts: T.Sequence[np.ndarray],
+) -> tuple[float, float, float]:
+    """Multiclass one-vs-rest macro ROC AUC as ``(estimate, low, high)``, as
+    ``roc_auc_score(multi_class="ovr", average="macro")``: ``counts[k][t, b]`` is the rows of
+    true class ``t`` whose class-``k`` score is in bin ``b`` (classes in the score columns'
+    order; each column may have its own bins). Class ``k``'s positives are its own rows, its
+    negatives every other class's; the mean of the per-class intervals bounds the mean of the
+    per-class AUCs. A class absent from the rows makes it NaN, as sklearn's mean does."""
+    if not counts:
+        raise ValueError("ovr_auc_interval: no classes")
+    intervals = []
+    for k, table in enumerate(counts):
+        table = np.asarray(table, dtype=float)
+        if table.ndim != 2 or table.shape[0] != len(counts):
+            raise ValueError(
+                f"ovr_auc_interval: class {k}'s counts must be (classes={len(counts)}, bins), "
+                f"not {table.shape}"
+            )
+        positives = table[k]
+        intervals.append(auc_interval(positives, table.sum(axis=0) - positives))
+    estimate, low, high = np.mean(np.asarray(intervals), axis=0)
+    return float(estimate), float(low), float(high)
+
+
+LOG_LOSS_EPS = float(np.finfo(np.float64).eps)  # sklearn clips to [eps, 1 - eps] of float64
+
+
+def true_class_probabilities(scores: npt.ArrayLike, truth: npt.ArrayLike) -> np.ndarray:
+    """Each row's probability of its true class, as ``sklearn.metrics.log_loss`` reads it:
+    ``scores`` is ``(rows, classes)`` and ``truth`` the class index per row; or ``scores`` is
+    the positive class's probability ``(rows,)`` and ``truth`` 1 for the positive class, 0
+    for the other (sklearn's ``[1 - p, p]``: ``1 - p`` is taken before clipping, as there)."""
+    table = np.asarray(scores, dtype=float)
+    index = np.asarray(truth, dtype=np.int64)
+    if table.ndim == 1:
+        return np.where(index == 1, table, 1 - table)
+    return table[np.arange(table.shape[0]), index]
+
+
+def log_loss_sum(true_probabilities: npt.ArrayLike) -> float:
+    """The sum of the log loss's terms ``-log(clip(p, eps, 1 - eps))`` over rows (sklearn
+    1.9's ``_log_loss``: clipped, not renormalised): sums of partitions add up, and
+    ``sum / rows`` is ``sklearn.metrics.log_loss``."""
+    clipped = np.clip(np.asarray(true_probabilities, dtype=float), LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+    return float(-np.log(clipped).sum())

@@ -3,10 +3,12 @@
 Two engines. ``pandas`` (the default) reads one parquet file into memory, validates every row
 with the contract's pandera schema and scores through the pyfunc. ``spark`` reads a file, a
 folder or a glob with Spark and scores with ``mlflow.pyfunc.spark_udf`` on the executors: no
-row reaches the driver. Its validation is the same contract checked where the rows are: the
-columns and their kinds on Spark's schema (free), then one distributed aggregation counting
-the values outside each feature's range, categories or nullability (one pass, one row back);
-pandera would need every row in one pandas frame on the driver, which is what Spark avoids.
+row reaches the driver (a classifier's score columns: a second pandas UDF over its
+probabilities, as ``spark_udf`` calls only ``predict``). Its validation is the same contract
+checked where the rows are: the columns and their kinds on Spark's schema (free), then one
+distributed aggregation counting the values outside each feature's range, categories or
+nullability (one pass, one row back); pandera would need every row in one pandas frame on the
+driver, which is what Spark avoids.
 """
 
 from __future__ import annotations
@@ -170,15 +172,18 @@ class InferenceJob(Job):
         kept = [
             c for c in (contract.timestamp, contract.id) if c is not None and c in frame.columns
         ]
+        features = F.struct(*(F.col(name) for name in contract.feature_names))
+        scores = _score_columns(spark, frame, ref, contract)
         scored = frame.select(
             *kept,
-            udf(F.struct(*(F.col(name) for name in contract.feature_names))).alias(
-                contract.prediction
-            ),
+            udf(features).alias(contract.prediction),
+            *([scores(features).alias("_scores")] if scores is not None else []),
             F.lit(str(ref.version)).alias(MODEL_VERSION),
         )
-        if contract.is_classification and contract.score is not None:
-            logger.warning("The spark engine writes predicted classes only: score columns left out")
+        if scores is not None:  # the struct's fields as the contract's score columns
+            names = [c for c in scored.columns if c != "_scores"]
+            at = names.index(MODEL_VERSION)
+            scored = scored.select(*names[:at], "_scores.*", *names[at:])
         writer = scored.write.mode("overwrite")
         if contract.timestamp is not None and contract.timestamp in frame.columns:
             scored = scored.withColumn(EVENT_DATE, F.to_date(F.col(contract.timestamp)))
@@ -186,6 +191,53 @@ class InferenceJob(Job):
         _write_spark(writer, output, local)
         logger.success("Wrote {} predictions to {}", rows, output)
         return {"model_version": ref.version, "rows": rows, "path": output, "engine": "spark"}
+
+
+def _score_columns(
+    spark: T.Any, frame: DataFrame, ref: registry.ModelRef, contract: Contract
+) -> T.Any | None:
+    """A pandas UDF from the features' struct to a struct of the contract's score columns (what
+    ``InferenceJob._scores`` writes on the pandas engine), or None when the contract names no
+    score or the model gives no probabilities.
+
+    ``spark_udf`` only calls the pyfunc's ``predict`` (classes, for an sklearn classifier: its
+    flavor takes no ``predict_method``), so this second UDF calls ``registry.scores`` itself:
+    the model is downloaded once on the driver and shipped to the executors as MLflow's
+    ``spark_udf`` ships it (``SparkModelCache``: a zip through ``SparkContext.addFile``, loaded
+    once per Python worker). The classes, hence the columns, come from scoring one row on the
+    driver, so a contract naming a class the model lacks fails before any row is scored."""
+    if not contract.is_classification or contract.score is None:
+        return None
+    import tempfile
+
+    import mlflow
+    from mlflow.pyfunc.spark_model_cache import SparkModelCache
+    from pyspark.sql import types as ST
+    from pyspark.sql.pandas.functions import pandas_udf
+
+    with tempfile.TemporaryDirectory(prefix="bikes-scores-") as where:
+        local = mlflow.artifacts.download_artifacts(ref.uri, dst_path=where)
+        model = mlflow.pyfunc.load_model(local)
+        sample = frame.select(*contract.feature_names).limit(1).toPandas()
+        found = registry.scores(model, sample)
+        if found is None:
+            logger.warning("The model gives no probabilities: score columns left out")
+            return None
+        classes = found[0]
+        names = [str(c) for c in contract.score_frame(classes, found[1]).columns]
+        archive = SparkModelCache.add_local_model(spark, local)  # a zip of its own
+    schema = ST.StructType([ST.StructField(name, ST.DoubleType()) for name in names])
+
+    def predict_scores(batches: T.Iterator[pd.DataFrame]) -> T.Iterator[pd.DataFrame]:
+        loaded, _ = SparkModelCache.get_or_load(archive)
+        for features in batches:
+            answer = registry.scores(loaded, features)
+            if answer is None:  # the driver's row had them: a model answering otherwise
+                raise ContractError(f"{ref.uri}: gave no probabilities on Spark")
+            table = contract.score_frame(*answer)
+            yield table.reindex(columns=names).astype(float)
+
+    return pandas_udf(predict_scores, schema)  # type: ignore[call-overload]
 
 
 def _write_spark(writer: T.Any, output: str, local: bool) -> None:

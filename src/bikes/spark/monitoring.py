@@ -5,8 +5,9 @@
 ``reference_period``, ``reference_performance``, ``reference_source``, ``metric``, ``target``)
 and its ``window()`` returns the same dict, so status, long rows, JSON, MLflow, the report,
 alerts and ``fail_on`` are the pandas engine's code. What is exact and what is bounded:
-``core.summaries``. Not computed on Spark: the diagnostics grids (None, said in the log),
-ROC AUC and log loss (they need every score; left out, said in the log).
+``core.summaries``; a classifier's ROC AUC is an estimate within a stated interval and its
+log loss exact (``spark.scores``). Not computed on Spark: the diagnostics grids (None, said
+in the log).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import typing as T
 import numpy as np
 import pandas as pd
 from loguru import logger
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from bikes.core.comparison import Slicing
@@ -40,9 +41,8 @@ from bikes.core.monitoring import (
 from bikes.core.quality import Counts, column_quality, plain_value, sorted_values
 from bikes.core.summaries import (
     FINE_BINS,
-    RELATIVE_ERROR,
     SummaryDetector,
-    coarse_edges,
+    coarse_from_bins,
     fine_edges,
     fine_probabilities,
 )
@@ -63,7 +63,6 @@ class SparkMonitor:
         origin: ReferenceOrigin | None = None,
         *,
         fine_bins: int = FINE_BINS,
-        relative_error: float = RELATIVE_ERROR,
     ) -> None:
         names = set(reference.columns)
         self._said: set[str] = set()  # what the log said once already
@@ -74,7 +73,7 @@ class SparkMonitor:
         self.slicing = slicing
         self.performance = performance or PerformanceSettings()
         self.metric = self.performance.watched(contract)
-        self.fine_bins, self.relative_error = fine_bins, relative_error
+        self.fine_bins = fine_bins
         self.target = contract.target if contract.target in names else None
         self.prediction = contract.prediction if contract.prediction in names else None
         self.scores = [c for c in contract.score_columns if c in names]
@@ -88,8 +87,43 @@ class SparkMonitor:
         if not contract.is_classification:
             numeric += outputs
         numeric += self.scores
-        others = [c for c in [*columns, *outputs] if c not in numeric]
-        counted = S.category_counts(reference, list(dict.fromkeys(others)))
+        others = list(dict.fromkeys(c for c in [*columns, *outputs] if c not in numeric))
+        timestamp = contract.timestamp if contract.timestamp in names else None
+        labelled = self._labelled_rows_of(reference)
+        # Pass 1, in the JVM: rows, time span, exact moments, the labelled rows' error sums.
+        facts = S.moments_aggregates(reference, numeric)
+        if timestamp is not None:
+            facts += S.span_aggregates(timestamp, labelled)
+        if labelled is not None and not contract.is_classification:
+            assert self.target is not None
+            assert self.prediction is not None
+            facts += S.error_aggregates(self.target, self.prediction, labelled)
+        row = S.one_row(reference, facts)
+        self.reference_rows = int(row["rows"])
+        moments = S.moments_of(row, numeric)
+        periods = (
+            [None if v is None else pd.Timestamp(v).isoformat() for v in S.span_of(row)]
+            if timestamp is not None
+            else []
+        )
+        self.reference_period: tuple[str | None, str | None] = (
+            (periods[0], periods[1]) if periods else (None, None)
+        )
+        self._labelled_period = (periods[2], periods[3]) if periods else (None, None)
+        # Pass 2, a sample in the JVM: where the fine edges go (no bound depends on it).
+        quantiles = S.sample_quantiles(
+            reference, numeric, fine_probabilities(fine_bins), self.reference_rows
+        )
+        self.fine: dict[str, np.ndarray] = {}
+        for column in numeric:
+            m = moments[column]
+            self.fine[column] = (
+                fine_edges(quantiles[column], m.minimum, m.maximum)
+                if m.rows
+                else np.array([0.0, 1.0])
+            )
+        # Pass 3, in Python workers: exact fine bins and category counts together.
+        reference_bins, counted = S.summaries(reference, self.fine, others)
         self.kinds: dict[str, Kind] = {}
         for column in columns:
             feature = self.features[column]
@@ -111,32 +145,10 @@ class SparkMonitor:
             )
         for column in self.scores:
             self.kinds[column] = "numeric"
-        numeric = [c for c in self.kinds if self.kinds[c] == "numeric"]
-        timestamp = contract.timestamp if contract.timestamp in names else None
-        labelled = self._labelled(reference)
-        has_labels = None
-        if labelled is not None:
-            assert self.target is not None
-            assert self.prediction is not None
-            has_labels = S.present(reference, self.target) & S.present(reference, self.prediction)
-        self.reference_rows, _, stamps = S.moments(reference, [], timestamp, has_labels)
-        periods = [None if s is None else pd.Timestamp(s).isoformat() for s in stamps]
-        self.reference_period: tuple[str | None, str | None] = (
-            (periods[0], periods[1]) if periods else (None, None)
-        )
-        self._labelled_period = (periods[2], periods[3]) if periods else (None, None)
-        probabilities = fine_probabilities(fine_bins)
-        sketches, moments = S.sketches(reference, numeric, probabilities, relative_error)
-        self.fine: dict[str, np.ndarray] = {}
-        coarse: dict[str, np.ndarray] = {}
-        for column in numeric:
-            m = moments[column]
-            if m.rows == 0:
-                self.fine[column], coarse[column] = np.array([0.0, 1.0]), np.array([0.0, 1.0])
-                continue
-            self.fine[column] = fine_edges(sketches[column], m.minimum, m.maximum)
-            coarse[column] = coarse_edges(sketches[column], m.minimum, m.maximum)
-        reference_bins = S.bins(reference, self.fine)
+        coarse = {
+            c: coarse_from_bins(reference_bins[c]) if moments[c].rows else np.array([0.0, 1.0])
+            for c in numeric
+        }
         self.summaries: dict[str, SummaryDetector] = {}
         for column, kind in self.kinds.items():
             override = self.drift.columns.get(column, ColumnDrift())
@@ -176,8 +188,16 @@ class SparkMonitor:
         self._labelled_rows: int | None = None
         self.in_sample_performance: dict[str, float] | None = None
         if labelled is not None:
-            self._labelled_rows, self.in_sample_performance = self._figures_of(labelled)
-        self.reference_performance, self.reference_source = self._reference_performance(reference)
+            self._labelled_rows, self.in_sample_performance = self._figures_of(
+                reference, labelled, row
+            )
+        self.reference_performance, self.reference_source = reference_performance(
+            self.origin,
+            self.metric,
+            self.in_sample_performance,
+            self._labelled_rows,
+            self._labelled_period,
+        )
         self.reference_source["segments"] = (
             "in_sample" if self.origin.in_sample else "reference_table"
         )
@@ -206,14 +226,30 @@ class SparkMonitor:
         ``current``: a pyspark DataFrame (typed Any: callers need not import PySpark)."""
         names = set(current.columns)
         present = [c for c in self.columns if c in names]
-        rows, quality_counts = S.quality_counts(current, self.features, present)
+        labelled = self._labelled_rows_of(current)
+        # One JVM pass for the figures that are sums; one Python pass for bins and counts.
+        facts = S.quality_aggregates(current, self.features, present)
+        if labelled is not None and not self.contract.is_classification:
+            assert self.target is not None
+            assert self.prediction is not None
+            facts += S.error_aggregates(self.target, self.prediction, labelled)
+        received = "received_time" if "received_time" in names else "event_time"
+        if "event_time" in names:
+            facts += [
+                F.max("event_time").alias("latest"),
+                F.min(received).alias("first_received"),
+                F.max(received).alias("last_received"),
+            ]
+        row = S.one_row(current, facts)
+        rows = int(row["rows"])
+        quality_counts = S.quality_of(row, present)
         missing = [c for c in self.columns if rows and c not in names]
         scored = [c for c in [*present, *self._outputs(names)] if rows]
         numeric = [c for c in scored if self.kinds[c] == "numeric"]
         categorical = [c for c in scored if self.kinds[c] != "numeric"]
-        current_bins = S.bins(current, {c: self.fine[c] for c in numeric})
-        counted = S.category_counts(
+        current_bins, counted = S.summaries(
             current,
+            {c: self.fine[c] for c in numeric},
             list(dict.fromkeys([*categorical, *(c for c in present if c in self.known)])),
         )
         results: dict[str, DriftResult] = {}
@@ -270,17 +306,17 @@ class SparkMonitor:
                 rejected_rows=0,
                 rejected_share=0.0 if rows else None,
                 model_version=self._model_version(current),
-                freshness=self._freshness(current, now) if "event_time" in names else None,
+                freshness=self._freshness(row, now) if "event_time" in names else None,
                 missing=missing,
                 quality=quality,
                 drifts=drifts,
                 prediction_drift=prediction_drift,
                 score_drift=score_drift,
                 target_drift=target_drift,
-                performance=self._performance(current, rows),
+                performance=self._performance(current, labelled, row),
                 segments=self._segments(current),
                 diagnostics=None,
-                service=self._service(current, rows),
+                service=self._service(current, row),
             ),
             self.detectors,
             self.expected,
@@ -303,26 +339,76 @@ class SparkMonitor:
         return {} if not np.isfinite(result.score) and not result.shares.sum() else {column: result}
 
     # -- performance --------------------------------------------------------------------------
-    def _labelled(self, frame: DataFrame) -> DataFrame | None:
+    def _labelled_rows_of(self, frame: DataFrame) -> Column | None:
+        """The condition a labelled row meets (target and prediction present); None when
+        either column is missing from the frame."""
         if self.target is None or self.prediction is None:
             return None
         if self.target not in frame.columns or self.prediction not in frame.columns:
             return None
-        return frame.where(S.present(frame, self.target) & S.present(frame, self.prediction))
+        return S.present(frame, self.target) & S.present(frame, self.prediction)
 
-    def _figures_of(self, labelled: DataFrame) -> tuple[int, dict[str, float] | None]:
-        """The rows and every metric of the task on ``labelled`` rows; None below two."""
+    def _labelled(self, frame: DataFrame) -> DataFrame | None:
+        condition = self._labelled_rows_of(frame)
+        return None if condition is None else frame.where(condition)
+
+    def _figures_of(
+        self, frame: DataFrame, labelled: Column, row: Row
+    ) -> tuple[int, dict[str, float] | None]:
+        """The rows and every metric of the task on the ``labelled`` rows, None below two: a
+        regression's from the error sums already in ``row`` (``S.error_aggregates``), a
+        classifier's from one count per (label, predicted) pair."""
         assert self.target is not None
         assert self.prediction is not None
         if not self.contract.is_classification:
-            row = labelled.agg(*S.error_aggregates(self.target, self.prediction)).first()
             errors = S.errors_of(row)
             return errors.rows, (errors.metrics() if errors.rows >= 2 else None)
-        pairs = labelled.groupBy(self.target, self.prediction).count().collect()
+        pairs = frame.where(labelled).groupBy(self.target, self.prediction).count().collect()
         rows = sum(int(r["count"]) for r in pairs)
         if rows < 2:
             return rows, None
-        return rows, self._classification(pairs)
+        figures = self._classification(pairs)
+        seen = {plain_value(r[c]) for r in pairs for c in (self.target, self.prediction)}
+        if seen <= set(self.classes):  # as the pandas engine: a new class drops the scores
+            figures |= self._score_figures(frame.where(labelled))
+        return rows, figures
+
+    def _score_figures(self, labelled: DataFrame) -> dict[str, float]:
+        """ROC AUC (its estimate: the exact value lies within one fine bin's ties, see
+        ``spark.scores``) and log loss of the contract's score columns, in one pass; nothing
+        when the rows lack them (as ``Monitor._probabilities``)."""
+        from bikes.spark.scores import score_summary
+
+        assert self.target is not None
+        score = self.contract.score
+        if score is None:
+            return {}
+        positive = None
+        if isinstance(score, str):
+            if len(self.classes) != 2:
+                return {}
+            positive = self.contract.positive_class
+            positive = self.classes[-1] if positive is None else plain_value(positive)
+            if positive not in self.classes:
+                return {}
+            columns = [score]
+        else:
+            mapping = (
+                {str(k): v for k, v in score.items()}
+                if isinstance(score, dict)
+                else dict(zip([str(c) for c in self.classes], score, strict=False))
+            )
+            if any(str(c) not in mapping for c in self.classes):
+                return {}
+            columns = [mapping[str(c)] for c in self.classes]
+        if any(c not in labelled.columns for c in columns):
+            return {}
+        # The reference's fine edges of each score; a reference without scores (a training
+        # table) gives none: then a uniform grid on [0, 1], the probabilities' range.
+        grid = np.linspace(0.0, 1.0, self.fine_bins + 1)
+        edges = {c: self.fine.get(c, grid) for c in columns}
+        summary = score_summary(labelled, self.target, columns, self.classes, edges, positive)
+        return summary.metrics()
 
     def _classification(self, pairs: list[T.Any]) -> dict[str, float]:
         """``metrics.classification_metrics`` without probabilities, on the confusion counts
@@ -353,31 +439,15 @@ class SparkMonitor:
             figures[name] = float(
                 function(truth, predicted, sample_weight=weights, zero_division=0, **averaging)
             )
-        if self.contract.score is not None and "scores" not in self._said:
-            self._said.add("scores")
-            logger.info(
-                "Spark engine: roc_auc and log_loss are not computed (they need every score)"
-            )
         return figures
 
-    def _reference_performance(
-        self, reference: DataFrame
-    ) -> tuple[dict[str, float] | None, dict[str, T.Any]]:
-        """As ``Monitor._reference_performance``: the held-out record when it has the watched
-        metric, else the reference table's own rows."""
-        return reference_performance(
-            self.origin,
-            self.metric,
-            self.in_sample_performance,
-            self._labelled_rows,
-            self._labelled_period,
-        )
-
-    def _performance(self, current: DataFrame, rows: int) -> dict[str, T.Any] | None:
-        labelled = self._labelled(current)
+    def _performance(
+        self, current: DataFrame, labelled: Column | None, row: Row
+    ) -> dict[str, T.Any] | None:
+        rows = int(row["rows"])
         if labelled is None or rows == 0:
             return None
-        count, now = self._figures_of(labelled)
+        count, now = self._figures_of(current, labelled, row)
         figures: dict[str, T.Any] = {
             "task": self.contract.task,
             "metric": self.metric,
@@ -501,38 +571,35 @@ class SparkMonitor:
     def _model_version(self, frame: DataFrame) -> str | None:
         if "model_version" not in frame.columns:
             return None
-        values = frame.select(F.col("model_version").cast("string")).distinct().collect()
+        values = frame.groupBy(F.col("model_version").cast("string")).count().collect()
         versions = sorted({r[0] for r in values if r[0] is not None})
         return ",".join(versions) or None
 
-    def _freshness(self, frame: DataFrame, now: dt.datetime) -> dict[str, T.Any]:
-        latest = frame.agg(F.max("event_time")).first()
-        if latest is None or latest[0] is None:
+    def _freshness(self, row: Row, now: dt.datetime) -> dict[str, T.Any]:
+        if row["latest"] is None:
             return {"latest_event": None, "age_hours": None}
-        stamp = pd.Timestamp(latest[0])
+        stamp = pd.Timestamp(row["latest"])
         return {
             "latest_event": stamp.isoformat(),
             "age_hours": (pd.Timestamp(now) - stamp).total_seconds() / 3600,
         }
 
-    def _service(self, frame: DataFrame, rows: int) -> dict[str, T.Any] | None:
-        """Rows per hour exactly; latency percentiles from ``percentile_approx`` (rank error
-        1/10,000; the pandas engine interpolates between rows)."""
-        names = frame.columns
-        if "latency_ms" not in names or "event_time" not in names or rows == 0:
+    def _service(self, frame: DataFrame, row: Row) -> dict[str, T.Any] | None:
+        """Rows per hour exactly (the first and last received time are in ``row``); latency
+        percentiles from ``percentile_approx`` (rank error 1/10,000; the pandas engine
+        interpolates between rows), a job of their own: an imperative aggregate beside the
+        window's sums would take the code generation away from all of them."""
+        rows = int(row["rows"])
+        if "latency_ms" not in frame.columns or "event_time" not in frame.columns or rows == 0:
             return None
-        received = "received_time" if "received_time" in names else "event_time"
         latency = F.col("latency_ms").cast("double")
-        row = frame.agg(
-            F.min(received).alias("first"),
-            F.max(received).alias("last"),
-            F.percentile_approx(latency, [0.5, 0.95, 0.99], 10000).alias("p"),
-        ).first()
-        assert row is not None
-        hours = max((pd.Timestamp(row["last"]) - pd.Timestamp(row["first"])).total_seconds(), 0)
+        found = frame.agg(F.percentile_approx(latency, [0.5, 0.95, 0.99], 10000)).first()
+        assert found is not None
+        span = pd.Timestamp(row["last_received"]) - pd.Timestamp(row["first_received"])
+        hours = max(span.total_seconds(), 0)
         return {
             "rows_per_hour": rows / max(hours / 3600, 1.0),
-            "latency_ms": {f"p{q}": float(v) for q, v in zip((50, 95, 99), row["p"], strict=True)},
+            "latency_ms": {f"p{q}": float(v) for q, v in zip((50, 95, 99), found[0], strict=True)},
         }
 
 

@@ -12,19 +12,20 @@ summed on the driver (what Spark's ``treeAggregate`` does; a Bucketizer, an ``ex
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing as T
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql import types as ST
 
 from bikes.core.contract import Feature
 from bikes.core.summaries import Bins
+from bikes.spark import partials as P
 
 NUMERIC_TYPES = (ST.NumericType,)
+SAMPLE_ROWS = 200_000  # rows sampled to place the fine edges (sample_quantiles)
 
 
 def is_numeric(frame: DataFrame, column: str) -> bool:
@@ -60,191 +61,155 @@ class Moments:
     maximum: float
 
 
-def moments(
-    frame: DataFrame,
-    columns: list[str],
-    timestamp: str | None = None,
-    labelled: Column | None = None,
-) -> tuple[int, dict[str, Moments], list[T.Any]]:
-    """Exact counts, means, population standard deviations and ranges, with the table's rows
-    and (``timestamp``) its first and last time, of all rows and of the ``labelled`` ones:
-    one pass."""
-    aggregates = [F.count(F.lit(1)).alias("rows")]
-    if timestamp is not None:
-        stamp = F.col(timestamp).cast("timestamp")
-        kept = stamp if labelled is None else F.when(labelled, stamp)
-        aggregates += [F.min(stamp), F.max(stamp), F.min(kept), F.max(kept)]
+def one_row(frame: DataFrame, aggregates: list[Column]) -> Row:
+    """Every aggregate in ONE Spark job (one scan): the callers below each give a list of
+    aliased aggregates and read their own fields back with the matching ``*_of``."""
+    row = frame.agg(F.count(F.lit(1)).alias("rows"), *aggregates).first()
+    assert row is not None
+    return row
+
+
+def moments_aggregates(frame: DataFrame, columns: list[str]) -> list[Column]:
+    """Exact counts, means, population standard deviations and ranges of the finite values."""
+    aggregates = []
     for i, column in enumerate(columns):
         value = finite(frame, column)
         aggregates += [
-            F.count(value).alias(f"n{i}"),
-            F.avg(value).alias(f"mean{i}"),
-            F.stddev_pop(value).alias(f"std{i}"),
-            F.min(value).alias(f"min{i}"),
-            F.max(value).alias(f"max{i}"),
+            F.count(value).alias(f"m_n{i}"),
+            F.avg(value).alias(f"m_mean{i}"),
+            F.stddev_pop(value).alias(f"m_std{i}"),
+            F.min(value).alias(f"m_min{i}"),
+            F.max(value).alias(f"m_max{i}"),
         ]
-    row = frame.agg(*aggregates).first()
-    assert row is not None
-    found = {
+    return aggregates
+
+
+def moments_of(row: Row, columns: list[str]) -> dict[str, Moments]:
+    return {
         column: Moments(
-            int(row[f"n{i}"]),
-            _number(row[f"mean{i}"]),
-            _number(row[f"std{i}"]),
-            _number(row[f"min{i}"]),
-            _number(row[f"max{i}"]),
+            int(row[f"m_n{i}"]),
+            _number(row[f"m_mean{i}"]),
+            _number(row[f"m_std{i}"]),
+            _number(row[f"m_min{i}"]),
+            _number(row[f"m_max{i}"]),
         )
         for i, column in enumerate(columns)
     }
-    return int(row["rows"]), found, list(row[1:5]) if timestamp is not None else []
 
 
-def sketches(
-    frame: DataFrame, columns: list[str], probabilities: list[float], relative_error: float
-) -> tuple[dict[str, list[float]], dict[str, Moments]]:
-    """Quantiles of the finite values with a rank error of at most ``relative_error * rows``
-    (plus one per partition), and their exact ``Moments``, all columns in one pass.
+def span_aggregates(timestamp: str, labelled: Column | None = None) -> list[Column]:
+    """The first and last time of all rows and of the ``labelled`` ones (``span_of``)."""
+    stamp = F.col(timestamp).cast("timestamp")
+    kept = stamp if labelled is None else F.when(labelled, stamp)
+    return [
+        F.min(stamp).alias("t_first"),
+        F.max(stamp).alias("t_last"),
+        F.min(kept).alias("t_first_labelled"),
+        F.max(kept).alias("t_last_labelled"),
+    ]
 
-    Each partition sorts its finite values (numpy, in the Python worker: one column of one
-    partition in memory, as any sort) and keeps ``k = ceil(1 / relative_error)`` of them, each
-    weighted by the rows it stands for; the driver merges these weighted points (a few
-    thousand per partition and column, never rows) and reads the quantiles off their
-    cumulative weights. A partition's count of values below any point is known to within one
-    point's weight (``ceil(n_p / k)``), so the merged rank error is at most ``n / k`` plus the
-    partitions. Spark's ``approxQuantile`` gives the same guarantee but inserts every row into
-    a Greenwald-Khanna summary in the JVM, an order of magnitude slower at this accuracy.
-    The moments: each partition's count, mean, sum of squared deviations and range, merged
-    as Chan et al.'s parallel variance (what Spark's ``stddev_pop`` does).
-    """
+
+def span_of(row: Row) -> list[T.Any]:
+    return [row[f"t_{name}"] for name in ("first", "last", "first_labelled", "last_labelled")]
+
+
+def sample_quantiles(
+    frame: DataFrame,
+    columns: list[str],
+    probabilities: list[float],
+    rows: int,
+    sample_rows: int = SAMPLE_ROWS,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Each column's quantiles (``inverted_cdf``: values of the column) among the finite
+    values of a uniform sample of about ``sample_rows`` rows, every row when the table has
+    fewer. They only place the fine edges: the counts on those edges are exact whatever the
+    edges (``summaries.Bins``), so the sample bounds no score; it makes each fine bin hold
+    about ``1 / len(probabilities)`` of the rows. Sampling is a filter in the JVM and the
+    sample crosses to the driver through Arrow: no Python worker, no pass over the rows in
+    Python (a per-partition sort was the costliest pass of the engine)."""
     if not columns:
-        return {}, {}
-    points = max(int(np.ceil(1 / relative_error)), 1)
-    schema = "c int, v array<double>, w array<long>, m array<double>"
-
-    def summarise(batches: T.Iterator[pa.RecordBatch]) -> T.Iterator[pa.RecordBatch]:
-        values = _finite_values(batches, len(columns))
-        out: dict[str, list[T.Any]] = {"c": [], "v": [], "w": [], "m": []}
-        for i, found in enumerate(values):
-            if not found.size:
-                continue
-            found.sort()
-            mean = float(found.mean())
-            deviations = float(np.square(found - mean).sum())
-            out["m"].append([float(found.size), mean, deviations, found[0], found[-1]])
-            ranks = np.unique(np.ceil(np.arange(1, points + 1) * found.size / points))
-            ranks = ranks.astype(np.int64)
-            out["c"].append(i)
-            out["v"].append(found[ranks - 1].tolist())
-            out["w"].append(np.diff(ranks, prepend=0).tolist())
-        if out["c"]:
-            yield pa.RecordBatch.from_pydict(out, schema=_QUANTILE_SCHEMA)
-
-    rows = _doubles(frame, columns).mapInArrow(summarise, schema).collect()
-    merged: dict[int, tuple[list[float], list[int]]] = {i: ([], []) for i in range(len(columns))}
-    parts: dict[int, list[list[float]]] = {i: [] for i in range(len(columns))}
-    for row in rows:
-        merged[row["c"]][0].extend(row["v"])
-        merged[row["c"]][1].extend(row["w"])
-        parts[row["c"]].append(row["m"])
-    found: dict[str, list[float]] = {}
+        return {}
+    picked = _doubles(frame, columns)
+    if rows > sample_rows:
+        picked = picked.sample(fraction=min(1.0, 1.1 * sample_rows / rows), seed=seed)
+    table = picked.toArrow()
     wanted = np.asarray(probabilities, dtype=float)
+    found: dict[str, list[float]] = {}
     for i, column in enumerate(columns):
-        values, weights = np.asarray(merged[i][0]), np.asarray(merged[i][1], dtype=np.int64)
+        values = P.finite(table.column(i))
         if not values.size:
             found[column] = [float("nan")] * len(probabilities)
             continue
-        order = np.argsort(values, kind="stable")
-        values, cumulative = values[order], np.cumsum(weights[order])
-        # the smallest point whose cumulative weight reaches q * n (rank ceil(q n), at least 1)
-        ranks = np.maximum(np.ceil(wanted * cumulative[-1]), 1)
-        picked = np.minimum(np.searchsorted(cumulative, ranks), values.size - 1)
-        found[column] = [float(v) for v in values[picked]]
-    return found, {c: _merged_moments(parts[i]) for i, c in enumerate(columns)}
+        found[column] = np.quantile(values, wanted, method="inverted_cdf").tolist()
+    return found
 
 
-def _merged_moments(parts: list[list[float]]) -> Moments:
-    """Partitions' ``[rows, mean, squared deviations, min, max]`` as one column's moments."""
-    if not parts:
-        nan = float("nan")
-        return Moments(0, nan, nan, nan, nan)
-    rows, mean, squares, low, high = parts[0]
-    for n, m, s, lo, hi in parts[1:]:
-        total = rows + n
-        delta = m - mean
-        squares += s + delta * delta * rows * n / total
-        mean += delta * n / total
-        rows, low, high = total, min(low, lo), max(high, hi)
-    return Moments(int(rows), mean, float(np.sqrt(squares / rows)), low, high)
+def summaries(
+    frame: DataFrame, edges: dict[str, np.ndarray], counted: list[str]
+) -> tuple[dict[str, Bins], dict[str, dict[T.Any, int]]]:
+    """The numeric columns' exact counts on their fine edges (``summaries.Bins``) and the
+    ``counted`` columns' rows per present value, in ONE pass over every column at once.
 
-
-def bins(frame: DataFrame, edges: dict[str, np.ndarray]) -> dict[str, Bins]:
-    """Each column's exact counts on its fine edges (``summaries.Bins``): one pass over every
-    column at once. Each partition sorts each Arrow batch's finite values and finds the edges
-    in them (``np.searchsorted``: rows per bucket, rows equal to its left edge, and the sum
-    between, in numpy in the Python worker) and sends one small record per column (three
-    arrays of ``len(edges) + 1`` numbers); the driver adds them up."""
-    if not edges:
-        return {}
-    columns = list(edges)
-    ordered = [np.asarray(edges[c], dtype=float) for c in columns]
-
-    def count(batches: T.Iterator[pa.RecordBatch]) -> T.Iterator[pa.RecordBatch]:
-        sizes = [e.size + 1 for e in ordered]
-        counts = [np.zeros(n, dtype=np.int64) for n in sizes]
-        at = [np.zeros(n, dtype=np.int64) for n in sizes]
-        sums = [np.zeros(n) for n in sizes]
-        seen = [False] * len(columns)
-        for batch in batches:
-            for i in range(len(columns)):
-                x = _finite(batch.column(i))
-                if not x.size:
-                    continue
-                seen[i] = True
-                part = _bucketed(ordered[i], np.sort(x))
-                counts[i] += part[0]
-                at[i] += part[1]
-                sums[i] += part[2]
-        out: dict[str, list[T.Any]] = {"c": [], "n": [], "at": [], "sx": []}
-        for i in range(len(columns)):
-            if seen[i]:
-                out["c"].append(i)
-                out["n"].append(counts[i].tolist())
-                out["at"].append(at[i].tolist())
-                out["sx"].append(sums[i].tolist())
-        if out["c"]:
-            yield pa.RecordBatch.from_pydict(out, schema=_BINS_SCHEMA)
-
-    schema = "c int, n array<long>, at array<long>, sx array<double>"
-    rows = _doubles(frame, columns).mapInArrow(count, schema).collect()
+    Each partition runs ``partials.summarise`` in a Python worker (numpy binary searches and
+    Arrow's ``value_counts`` per batch) and sends one record: per numeric column three arrays
+    of ``len(edges) + 1`` numbers, per counted column its distinct values and their rows; the
+    driver adds them up. The rows' crossing from the JVM to Python is what a pass costs, so
+    bins and counts share it. A counted numeric column's values come back as floats, as the
+    pandas engine scores them."""
+    numeric = list(edges)
+    ordered = [np.asarray(edges[c], dtype=float) for c in numeric]
+    if not numeric and not counted:
+        return {}, {}
+    selected = frame.select(
+        *(F.col(c).cast("double").alias(f"_x{i}") for i, c in enumerate(numeric)),
+        *(F.col(c).alias(f"_k{j}") for j, c in enumerate(counted)),
+    )
+    kinds = [selected.schema[f"_k{j}"].dataType for j in range(len(counted))]
+    fields = [
+        ST.StructField(f"{name}{i}", ST.ArrayType(kind))
+        for i in range(len(numeric))
+        for name, kind in (("n", ST.LongType()), ("a", ST.LongType()), ("s", ST.DoubleType()))
+    ]
+    fields += [
+        field
+        for j, kind in enumerate(kinds)
+        for field in (
+            ST.StructField(f"k{j}", ST.ArrayType(kind)),
+            ST.StructField(f"c{j}", ST.ArrayType(ST.LongType())),
+        )
+    ]
+    schema = ST.StructType(fields)
+    summarise = functools.partial(P.summarise, edges=ordered, counted=len(counted))
     totals = [
         (np.zeros(e.size + 1, np.int64), np.zeros(e.size + 1, np.int64), np.zeros(e.size + 1))
         for e in ordered
     ]
-    for row in rows:
-        n, at, sx = totals[row["c"]]
-        n += np.asarray(row["n"], dtype=np.int64)
-        at += np.asarray(row["at"], dtype=np.int64)
-        sx += np.asarray(row["sx"], dtype=float)
-    return {
-        c: Bins(ordered[i], totals[i][0], totals[i][1], totals[i][2]) for i, c in enumerate(columns)
+    found: dict[str, dict[T.Any, int]] = {c: {} for c in counted}
+    floats = [is_numeric(frame, c) for c in counted]
+    for row in selected.mapInArrow(summarise, schema).collect():
+        for i in range(len(numeric)):
+            n, at, sx = totals[i]
+            n += np.asarray(row[f"n{i}"], dtype=np.int64)
+            at += np.asarray(row[f"a{i}"], dtype=np.int64)
+            sx += np.asarray(row[f"s{i}"], dtype=float)
+        for j, column in enumerate(counted):
+            into = found[column]
+            for value, rows in zip(row[f"k{j}"], row[f"c{j}"], strict=True):
+                if value is None or (isinstance(value, float) and not np.isfinite(value)):
+                    continue
+                if floats[j]:
+                    value = float(value)
+                into[value] = into.get(value, 0) + int(rows)
+    bins = {
+        c: Bins(ordered[i], totals[i][0], totals[i][1], totals[i][2]) for i, c in enumerate(numeric)
     }
+    return bins, found
 
 
-_QUANTILE_SCHEMA = pa.schema(
-    [
-        ("c", pa.int32()),
-        ("v", pa.list_(pa.float64())),
-        ("w", pa.list_(pa.int64())),
-        ("m", pa.list_(pa.float64())),
-    ]
-)
-_BINS_SCHEMA = pa.schema(
-    [
-        ("c", pa.int32()),
-        ("n", pa.list_(pa.int64())),
-        ("at", pa.list_(pa.int64())),
-        ("sx", pa.list_(pa.float64())),
-    ]
-)
+def bins(frame: DataFrame, edges: dict[str, np.ndarray]) -> dict[str, Bins]:
+    """Each column's exact counts on its fine edges (``summaries``, without counts)."""
+    return summaries(frame, edges, [])[0] if edges else {}
 
 
 def _doubles(frame: DataFrame, columns: list[str]) -> DataFrame:
@@ -252,96 +217,18 @@ def _doubles(frame: DataFrame, columns: list[str]) -> DataFrame:
     return frame.select(*(F.col(c).cast("double").alias(f"_x{i}") for i, c in enumerate(columns)))
 
 
-def _finite(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A double column's finite values (nulls, NaN and infinities dropped, as a detector)."""
-    values: np.ndarray = np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
-    finite: np.ndarray = values[np.isfinite(values)]
-    return finite
-
-
-def _bucketed(edges: np.ndarray, ordered: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``Bins``' three arrays for sorted values: bucket ``j`` holds ``e_(j-1) <= x < e_j``."""
-    below = np.searchsorted(ordered, edges, side="left")  # values < e_j
-    upto = np.searchsorted(ordered, edges, side="right")  # values <= e_j
-    counts = np.diff(np.concatenate(([0], below, [ordered.size])))
-    at = np.concatenate(([0], upto - below))
-    cumulative = np.concatenate(([0.0], np.cumsum(ordered)))
-    inside = cumulative[np.concatenate((below, [ordered.size]))]
-    inside -= cumulative[np.concatenate(([0], upto))]
-    return counts, at, inside
-
-
-def _finite_values(batches: T.Iterable[pa.RecordBatch], columns: int) -> list[np.ndarray]:
-    """Every batch's finite values per column, concatenated (one partition's)."""
-    parts: list[list[np.ndarray]] = [[] for _ in range(columns)]
-    for batch in batches:
-        for i in range(columns):
-            parts[i].append(_finite(batch.column(i)))
-    return [np.concatenate(p) if p else np.array([]) for p in parts]
-
-
 def category_counts(frame: DataFrame, columns: list[str]) -> dict[str, dict[T.Any, int]]:
-    """``{column: {value: rows}}`` of the present values of each column: one pass over every
-    column at once. Each partition counts its values with Arrow's ``value_counts`` (in the
-    Python worker) and sends one record: per column, its distinct values and their rows; the
-    driver adds them up. A numeric column's values come back as floats, as the pandas engine
-    scores them."""
-    if not columns:
-        return {}
-    keyed = frame.select(*(F.col(c).alias(f"_k{i}") for i, c in enumerate(columns)))
-    schema = ST.StructType(
-        [
-            field
-            for i, column in enumerate(keyed.schema.fields)
-            for field in (
-                ST.StructField(f"k{i}", ST.ArrayType(column.dataType)),
-                ST.StructField(f"n{i}", ST.ArrayType(ST.LongType())),
-            )
-        ]
-    )
-    width = len(columns)
-
-    def count(batches: T.Iterator[pa.RecordBatch]) -> T.Iterator[pa.RecordBatch]:
-        parts: list[list[pa.StructArray]] = [[] for _ in range(width)]
-        types: list[pa.DataType] = []
-        for batch in batches:
-            types = [batch.schema.field(i).type for i in range(width)]
-            for i in range(width):
-                parts[i].append(pc.value_counts(batch.column(i)))
-        if not types:
-            return
-        arrays: list[pa.Array] = []
-        for i in range(width):
-            counted = pa.concat_arrays(parts[i])
-            table = pa.table({"v": counted.field("values"), "n": counted.field("counts")})
-            summed = table.group_by("v").aggregate([("n", "sum")])
-            values = summed["v"].combine_chunks().cast(types[i])
-            numbers = summed["n_sum"].combine_chunks().cast(pa.int64())
-            arrays.append(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values))
-            arrays.append(
-                pa.ListArray.from_arrays(pa.array([0, len(numbers)], pa.int32()), numbers)
-            )
-        names = [name for i in range(width) for name in (f"k{i}", f"n{i}")]
-        yield pa.RecordBatch.from_arrays(arrays, names=names)
-
-    found: dict[str, dict[T.Any, int]] = {c: {} for c in columns}
-    for row in keyed.mapInArrow(count, schema).collect():
-        for i, column in enumerate(columns):
-            for value, rows in zip(row[f"k{i}"], row[f"n{i}"], strict=True):
-                if value is None or (isinstance(value, float) and not np.isfinite(value)):
-                    continue
-                if is_numeric(frame, column):
-                    value = float(value)
-                found[column][value] = found[column].get(value, 0) + int(rows)
-    return found
+    """``{column: {value: rows}}`` of the present values of each column (``summaries``,
+    without bins)."""
+    return summaries(frame, {}, columns)[1] if columns else {}
 
 
-def quality_counts(
+def quality_aggregates(
     frame: DataFrame, features: dict[str, Feature], columns: list[str]
-) -> tuple[int, dict[str, tuple[int, int]]]:
-    """The rows, and per present column ``(missing, out of range)`` against the contract's
-    bounds and values (``quality.counts``): one pass."""
-    aggregates = [F.count(F.lit(1)).alias("rows")]
+) -> list[Column]:
+    """Per present column its missing rows and its rows out of the contract's bounds and
+    values (``quality.counts``; ``quality_of``)."""
+    aggregates = []
     for i, column in enumerate(columns):
         feature = features[column]
         here = present(frame, column)
@@ -356,14 +243,17 @@ def quality_counts(
         if feature.max is not None:
             invalid = invalid | (number > F.lit(feature.max))
         aggregates += [
-            F.sum(F.when(here, 0).otherwise(1)).alias(f"m{i}"),
-            F.sum(F.when(here & F.coalesce(invalid, F.lit(False)), 1).otherwise(0)).alias(f"o{i}"),
+            F.sum(F.when(here, 0).otherwise(1)).alias(f"q_m{i}"),
+            F.sum(F.when(here & F.coalesce(invalid, F.lit(False)), 1).otherwise(0)).alias(
+                f"q_o{i}"
+            ),
         ]
-    row = frame.agg(*aggregates).first()
-    assert row is not None
-    return int(row["rows"]), {
-        c: (int(row[f"m{i}"] or 0), int(row[f"o{i}"] or 0)) for i, c in enumerate(columns)
-    }
+    return aggregates
+
+
+def quality_of(row: Row, columns: list[str]) -> dict[str, tuple[int, int]]:
+    """``{column: (missing, out of range)}``."""
+    return {c: (int(row[f"q_m{i}"] or 0), int(row[f"q_o{i}"] or 0)) for i, c in enumerate(columns)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,26 +282,30 @@ class Errors:
         }
 
 
-def error_aggregates(target: str, prediction: str) -> list[Column]:
-    """The sums of ``Errors``; mape on ``y + 1`` as ``metrics.regression_metrics`` has it."""
+def error_aggregates(target: str, prediction: str, where: Column | None = None) -> list[Column]:
+    """The sums of ``Errors`` over the rows ``where`` holds (all when None); mape on ``y + 1``
+    as ``metrics.regression_metrics`` has it (``errors_of``)."""
     y, p = F.col(target).cast("double"), F.col(prediction).cast("double")
+    if where is not None:
+        y, p = F.when(where, y), F.when(where, p)
     eps = float(np.finfo(np.float64).eps)
+    rows = F.count(F.lit(1)) if where is None else F.count(F.when(where, 1))
     return [
-        F.count(F.lit(1)).alias("rows"),
-        F.sum((y - p) * (y - p)).alias("squared"),
-        F.sum(F.abs(y - p)).alias("absolute"),
-        F.sum(F.abs(y - p) / F.greatest(F.abs(y + 1), F.lit(eps))).alias("relative"),
-        (F.var_pop(y) * F.count(F.lit(1))).alias("total_squares"),
+        rows.alias("e_rows"),
+        F.sum((y - p) * (y - p)).alias("e_squared"),
+        F.sum(F.abs(y - p)).alias("e_absolute"),
+        F.sum(F.abs(y - p) / F.greatest(F.abs(y + 1), F.lit(eps))).alias("e_relative"),
+        (F.var_pop(y) * rows).alias("e_total_squares"),
     ]
 
 
 def errors_of(row: T.Any) -> Errors:
     return Errors(
-        int(row["rows"]),
-        float(row["squared"] or 0.0),
-        float(row["absolute"] or 0.0),
-        float(row["relative"] or 0.0),
-        float(row["total_squares"] or 0.0),
+        int(row["e_rows"]),
+        float(row["e_squared"] or 0.0),
+        float(row["e_absolute"] or 0.0),
+        float(row["e_relative"] or 0.0),
+        float(row["e_total_squares"] or 0.0),
     )
 
 
