@@ -18,7 +18,12 @@ also computes prediction, score and target drift and accuracy, precision, recall
 and log loss on both tables, and the scipy script the same with sklearn) and makes ``c0`` a
 text column.
 
-The job runs once untimed first, so its MLflow store exists as it does in any deployment.
+Every case runs once untimed first, so the job's MLflow store exists as it does in any
+deployment, and every process reads its modules' bytecode, as any installed package does:
+the measured processes cache bytecode under the run's temporary folder
+(``PYTHONPYCACHEPREFIX``), whatever ``PYTHONDONTWRITEBYTECODE`` says, without writing into
+the checkout (``--no-bytecode-cache``: the caller's environment as it is; with
+``PYTHONDONTWRITEBYTECODE=1`` each job then compiles bikes' own ~30 modules, 0.1-0.2 s).
 Cases alternate within each repeat; prints the median wall time, the peak memory (max RSS)
 and ratios against the scipy script.
 """
@@ -121,15 +126,19 @@ def write_data(directory: Path, rows: int, width: int, task: str) -> tuple[Path,
 
 
 def measured(
-    command: list[str], cwd: Path, source: str | None = None
+    command: list[str], cwd: Path, source: str | None = None, pycache: Path | None = None
 ) -> tuple[float, float, float]:
     """Wall seconds, peak RSS (MB) and CPU seconds (user + system, its subprocesses included)
     of one fresh process (``source``: a copy of ``src`` to import ``bikes`` from, ahead of the
-    installed one). CPU time moves less than wall time when other work loads the machine, but
-    it cannot show what runs side by side (the job overlaps MLflow's import with its work)."""
+    installed one; ``pycache``: where bytecode is cached). CPU time moves less than wall time
+    when other work loads the machine, but it cannot show what runs side by side (the job
+    overlaps MLflow's import with its work)."""
     env = clean_environment()
     if source is not None:
         env["PYTHONPATH"] = source
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     done = subprocess.run(
         [sys.executable, "-c", MEASURED, *command],
         cwd=cwd,
@@ -162,6 +171,12 @@ def main() -> None:
         help="also time the job with bikes imported from DIR (a copy of src/ from another "
         "commit), in the same repeats",
     )
+    cli.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="run the processes in this environment as it is (PYTHONDONTWRITEBYTECODE=1 makes "
+        "each job compile bikes' modules again)",
+    )
     args = cli.parse_args()
     evidently = Path(args.evidently_python)
     print(
@@ -170,11 +185,25 @@ def main() -> None:
     )
     for width in args.columns:
         for rows in args.rows:
-            one_size(rows, width, args.task, args.repeat, evidently, args.compare_src)
+            one_size(
+                rows,
+                width,
+                args.task,
+                args.repeat,
+                evidently,
+                args.compare_src,
+                not args.no_bytecode_cache,
+            )
 
 
 def one_size(
-    rows: int, width: int, task: str, repeat: int, evidently: Path, compare_src: str | None
+    rows: int,
+    width: int,
+    task: str,
+    repeat: int,
+    evidently: Path,
+    compare_src: str | None,
+    bytecode: bool = True,
 ) -> None:
     numeric, categorical = column_names(width)
     with tempfile.TemporaryDirectory() as directory:
@@ -225,11 +254,13 @@ def one_size(
                 ],
                 None,
             )
-        measured(job, work)  # warm-up: creates the MLflow store
+        pycache = work / "pycache" if bytecode else None
+        for command, source in cases.values():  # warm-up: the MLflow store, the bytecode
+            measured(command, work, source, pycache)
         runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
         for _ in range(repeat):
             for name, (command, source) in cases.items():
-                runs[name].append(measured(command, work, source))
+                runs[name].append(measured(command, work, source, pycache))
         base = base_cpu = None
         for name, results in runs.items():
             seconds = statistics.median(r[0] for r in results)
