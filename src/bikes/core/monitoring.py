@@ -151,7 +151,49 @@ class ReferenceOrigin:
     held_out_rows: pd.DataFrame | None = None
 
 
-class Monitor:
+def class_score_columns(contract: Contract, classes: list[T.Any]) -> tuple[list[str], T.Any] | None:
+    """The contract's score columns matched to ``classes``: one column and its positive class
+    (a binary model's single probability), or one column per class in ``classes`` order and
+    None; None when they do not match (a single score for more than two classes, a class
+    without its column, a positive class that is not one of them)."""
+    score = contract.score
+    if score is None:
+        return None
+    if isinstance(score, str):
+        if len(classes) != 2:
+            return None
+        positive = classes[-1] if contract.positive_class is None else contract.positive_class
+        positive = plain_value(positive)
+        return ([score], positive) if positive in classes else None
+    mapping = (
+        {str(k): v for k, v in score.items()}
+        if isinstance(score, dict)
+        else dict(zip([str(c) for c in classes], score, strict=False))
+    )
+    if any(str(c) not in mapping for c in classes):
+        return None
+    return [mapping[str(c)] for c in classes], None
+
+
+class WindowJudge:
+    """What the job and the report read of any engine's monitor, beside ``window()``: the
+    last window's binned shares and the watched metric's direction (``Monitor`` here,
+    ``bikes.spark.monitoring.SparkMonitor`` on Spark)."""
+
+    metric: str
+    window_shares: list[dict[str, np.ndarray]]
+
+    @property
+    def latest_shares(self) -> dict[str, np.ndarray]:
+        """The binned current shares of the last window judged (none before the first)."""
+        return self.window_shares[-1] if self.window_shares else {}
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
+
+
+class Monitor(WindowJudge):
     """Prepared from the reference once; ``window()`` judges one current window.
 
     The reference frame is not kept: detectors hold what drift and quality need (sorted
@@ -252,15 +294,6 @@ class Monitor:
         if not self.contract.is_classification:
             return "numeric"
         return "binary" if reference[column].nunique() == 2 else "categorical"
-
-    @property
-    def latest_shares(self) -> dict[str, np.ndarray]:
-        """The binned current shares of the last window judged (none before the first)."""
-        return self.window_shares[-1] if self.window_shares else {}
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric in HIGHER_IS_BETTER
 
     # -- one window -----------------------------------------------------------------------------
     def window(
@@ -378,27 +411,15 @@ class Monitor:
     def _probabilities(self, labelled: pd.DataFrame) -> np.ndarray | None:
         """Per-class probabilities in ``self.classes`` order from the contract's score columns,
         or None when the rows lack them."""
-        score = self.contract.score
-        if score is None or any(c not in labelled.columns for c in self.contract.score_columns):
+        matched = class_score_columns(self.contract, self.classes)
+        if matched is None or any(c not in labelled.columns for c in matched[0]):
             return None
-        if isinstance(score, str):
-            if len(self.classes) != 2:
-                return None
-            positive = self.contract.positive_class
-            positive = self.classes[-1] if positive is None else plain_value(positive)
-            if positive not in self.classes:
-                return None
-            p = labelled[score].to_numpy(dtype=float)
+        names, positive = matched
+        if positive is not None:
+            p = labelled[names[0]].to_numpy(dtype=float)
             columns = [p if c == positive else 1 - p for c in self.classes]
         else:
-            mapping = (
-                {str(k): v for k, v in score.items()}
-                if isinstance(score, dict)
-                else dict(zip([str(c) for c in self.classes], score, strict=False))
-            )
-            if any(str(c) not in mapping for c in self.classes):
-                return None
-            columns = [labelled[mapping[str(c)]].to_numpy(dtype=float) for c in self.classes]
+            columns = [labelled[name].to_numpy(dtype=float) for name in names]
         matrix = np.column_stack(columns)
         return None if np.isnan(matrix).any() else matrix
 

@@ -25,14 +25,15 @@ from bikes.core.comparison import Slicing
 from bikes.core.contract import Contract, Feature
 from bikes.core.drift import Detector, DriftResult, Kind
 from bikes.core.monitoring import (
-    HIGHER_IS_BETTER,
     NO_SEGMENTS,
     ColumnDrift,
     DriftSettings,
     PerformanceSettings,
     ReferenceOrigin,
     WindowFigures,
+    WindowJudge,
     _relative_change,
+    class_score_columns,
     reference_performance,
     shares_of,
     window_result,
@@ -49,7 +50,7 @@ from bikes.core.summaries import (
 from bikes.spark import statistics as S
 
 
-class SparkMonitor:
+class SparkMonitor(WindowJudge):
     """Prepared from a Spark reference once; ``window()`` judges one Spark window."""
 
     def __init__(
@@ -204,14 +205,6 @@ class SparkMonitor:
         self.reference_segments = self._segment_figures(reference)
         self.window_shares: list[dict[str, np.ndarray]] = []
         self.span = None
-
-    @property
-    def latest_shares(self) -> dict[str, np.ndarray]:
-        return self.window_shares[-1] if self.window_shares else {}
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric in HIGHER_IS_BETTER
 
     # -- one window -----------------------------------------------------------------------------
     def window(
@@ -380,27 +373,10 @@ class SparkMonitor:
         from bikes.spark.scores import score_summary
 
         assert self.target is not None
-        score = self.contract.score
-        if score is None:
+        matched = class_score_columns(self.contract, self.classes)
+        if matched is None:
             return {}
-        positive = None
-        if isinstance(score, str):
-            if len(self.classes) != 2:
-                return {}
-            positive = self.contract.positive_class
-            positive = self.classes[-1] if positive is None else plain_value(positive)
-            if positive not in self.classes:
-                return {}
-            columns = [score]
-        else:
-            mapping = (
-                {str(k): v for k, v in score.items()}
-                if isinstance(score, dict)
-                else dict(zip([str(c) for c in self.classes], score, strict=False))
-            )
-            if any(str(c) not in mapping for c in self.classes):
-                return {}
-            columns = [mapping[str(c)] for c in self.classes]
+        columns, positive = matched
         if any(c not in labelled.columns for c in columns):
             return {}
         # The reference's fine edges of each score; a reference without scores (a training
