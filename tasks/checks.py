@@ -28,5 +28,8 @@ def tests(c: Context, workers: str = "auto") -> None:  # noqa: PT028 (a task, no
     Most of the suite's time is spent waiting on real processes and servers (a `bikes`
     subprocess importing MLflow, a service restarting after kill -9), which a second worker
     can overlap. `--dist loadfile` keeps each test file on one worker: its
-    module fixtures are built once, and a file's tests run in their written order."""
-    c.run(f"pytest --numprocesses {workers} --dist loadfile", pty=False)
+    module fixtures are built once, and a file's tests run in their written order.
+    `--no-loadscope-reorder` hands the files out in collection order, which tests/conftest.py
+    sorts slowest first (tests/durations.json), instead of by number of tests: a slow file
+    started last would keep one worker busy while the other idles."""
+    c.run(f"pytest --numprocesses {workers} --dist loadfile --no-loadscope-reorder", pty=False)

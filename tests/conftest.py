@@ -369,3 +369,74 @@ def production_store(
     )
     store.dispose()
     return uri
+
+
+# Slowest files first. `--dist loadfile --no-loadscope-reorder` (tasks/checks.py) hands test
+# files to workers in collection order, the next one when a worker runs low; in the default
+# (written) order a 3-minute file could start last on one worker while the other idles. Ordered
+# by the seconds each took in a measured run (tests/durations.json), longest first, a greedy
+# longest-processing-time schedule: the tail is a short file. Files not in the JSON (new ones)
+# follow, in their collection order. Every worker sorts the same collection the same way, as
+# xdist requires. Within a file the written order stands (a stable sort). Only under xdist: a
+# serial run keeps the written order.
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("dist", "no") == "no" and not hasattr(config, "workerinput"):
+        return
+    import json
+
+    try:
+        seconds: dict[str, float] = json.loads(DURATIONS.read_text())
+    except FileNotFoundError:
+        return
+    files = list(dict.fromkeys(item.nodeid.split("::", 1)[0] for item in items))
+    known = sorted((f for f in files if f in seconds), key=lambda f: -seconds[f])
+    rank = {f: i for i, f in enumerate([*known, *(f for f in files if f not in seconds)])}
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
+
+
+# Per-file wall time, opt in: ``BIKES_DURATIONS=path uv run invoke tests``. Under xdist the
+# controller sees every worker's reports, so ``path`` gets each file's seconds (setup + call +
+# teardown of its tests, module and session fixtures built for it included), in the format of
+# tests/durations.json (copy it there to refresh the order), and ``path.timeline.json`` each
+# file's worker and first start / last stop (seconds from the first test): which worker idled
+# at the end.
+_FILE_TIMES: dict[str, dict[str, T.Any]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not os.environ.get("BIKES_DURATIONS"):
+        return
+    path = report.nodeid.split("::", 1)[0]
+    entry = _FILE_TIMES.setdefault(
+        path, {"seconds": 0.0, "start": report.start, "stop": report.stop, "worker": ""}
+    )
+    entry["seconds"] += report.duration
+    entry["start"] = min(entry["start"], report.start)
+    entry["stop"] = max(entry["stop"], report.stop)
+    node = getattr(report, "node", None)  # the xdist worker, on the controller
+    if node is not None:
+        entry["worker"] = str(node.gateway.id)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = os.environ.get("BIKES_DURATIONS")
+    if not target or hasattr(session.config, "workerinput") or not _FILE_TIMES:
+        return
+    import json
+
+    seconds = {path: round(entry["seconds"], 1) for path, entry in _FILE_TIMES.items()}
+    Path(target).write_text(json.dumps(seconds, indent=1, sort_keys=True) + "\n")
+    first = min(entry["start"] for entry in _FILE_TIMES.values())
+    timeline = {
+        path: {
+            "worker": entry["worker"],
+            "start": round(entry["start"] - first, 1),
+            "stop": round(entry["stop"] - first, 1),
+            "seconds": round(entry["seconds"], 1),
+        }
+        for path, entry in sorted(_FILE_TIMES.items(), key=lambda item: item[1]["start"])
+    }
+    Path(f"{target}.timeline.json").write_text(json.dumps(timeline, indent=1) + "\n")
