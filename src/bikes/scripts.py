@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import typing as T
 
@@ -20,6 +21,9 @@ import pydantic as pdt
 from loguru import logger
 
 from bikes.core.errors import BikesError
+
+if T.TYPE_CHECKING:
+    from bikes.io.mlflow_worker import MlflowWorker
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -92,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: T.Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    merged, spawned = _early_mlflow_worker(args.configs, args.extras, args.schema)
     # Heavy imports (MLflow, sklearn) wait until we know there is work to do.
     from bikes.settings import main_settings
 
@@ -106,10 +111,17 @@ def main(argv: T.Sequence[str] | None = None) -> int:
     from bikes.io.services import redacted_output
 
     try:
-        settings = _settings(args.configs, args.extras)
+        settings = _settings(args.configs, args.extras, merged)
         if getattr(settings.job, "waits_for_mlflow", False):
             # MLflow (about 4 s to import and open) loads while the job reads and computes.
-            settings.job.mlflow_service.defer_start(getattr(settings.job, "mlflow_warm_up", ()))
+            # A job whose only MLflow work is its run (``mlflow_worker``): in another process,
+            # the one spawned above if there is one.
+            worker = getattr(settings.job, "mlflow_worker", False)
+            settings.job.mlflow_service.defer_start(
+                getattr(settings.job, "mlflow_warm_up", ()),
+                worker=(spawned or True) if worker else False,
+            )
+            spawned = spawned if not worker else None  # the service's now
         with redacted_output(), settings.job as job:
             job.run()
     except Exception as error:
@@ -121,9 +133,46 @@ def main(argv: T.Sequence[str] | None = None) -> int:
         print(f"bikes: {prefix}: {redact(str(error))}", file=sys.stderr)
         return code
     finally:
+        if spawned is not None:  # spawned for a job that turned out not to want it
+            spawned.close()
         if argv is None:  # the process's own command line: it exits next
             _exiting()
     return EXIT_OK
+
+
+def _early_mlflow_worker(
+    configs: T.Sequence[str], extras: T.Sequence[str], schema: bool
+) -> tuple[dict[str, T.Any] | None, MlflowWorker | None]:
+    """The merged config, and the MLflow worker process (``bikes.io.mlflow_worker``) spawned
+    now when the config looks like a job that logs through one: it imports MLflow (about 2 s)
+    while this process loads the job's modules, not after. A hint read from the raw config
+    (the job's ``mlflow_worker`` decides: a wrong guess costs a process, not a result); a
+    config that does not merge is reported by ``_settings``."""
+    if schema or not configs:
+        return None, None
+    from bikes.io.configs import merge_configs
+
+    try:
+        merged = merge_configs(configs, extras)
+    except Exception:  # read again, and reported, by _settings
+        return None, None
+    job = merged.get("job")
+    if not isinstance(job, dict) or job.get("KIND") != "MonitoringJob":
+        return merged, None
+    reference = job.get("reference")
+    if (
+        not isinstance(reference, dict)
+        or reference.get("KIND") not in ("ParquetReader", "LakeReader")
+        or job.get("on_finding", "none") != "none"
+        or job.get("engine", "pandas") != "pandas"
+    ):
+        return merged, None
+    from bikes.io.mlflow_worker import MlflowWorker
+
+    service = job.get("mlflow_service")
+    configured = service.get("tracking_uri") if isinstance(service, dict) else None
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or "sqlite:///mlflow.db"
+    return merged, MlflowWorker(uri if isinstance(uri, str) else None)
 
 
 def _exiting() -> None:
@@ -160,12 +209,15 @@ def _expected(error: Exception) -> tuple[int, str] | None:
     return None
 
 
-def _settings(configs: T.Sequence[str], extras: T.Sequence[str]) -> T.Any:
+def _settings(
+    configs: T.Sequence[str], extras: T.Sequence[str], merged: dict[str, T.Any] | None = None
+) -> T.Any:
     from bikes.core.errors import ConfigError
     from bikes.io.configs import merge_configs
     from bikes.settings import settings_for
 
-    merged = merge_configs(configs, extras)
+    if merged is None:
+        merged = merge_configs(configs, extras)
     job = merged.get("job")
     kind = job.get("KIND") if isinstance(job, dict) else None
     try:

@@ -4,6 +4,7 @@ import contextlib
 import http.server
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -16,7 +17,10 @@ import pytest
 from loguru import logger
 
 from bikes.core.errors import InputError
+from bikes.io import mlflow_worker
+from bikes.io.mlflow_worker import LoggedMetric, MlflowWorkerError
 from bikes.io.services import LoggerService, MlflowService, quiet
+from tests.conftest import started
 from tests.serving.test_app import free_port
 
 
@@ -256,3 +260,81 @@ def test_the_background_start_warms_up_the_modules_the_job_asked_for(tmp_path: P
         service.stop()
         sys.path.remove(str(tmp_path))
         sys.modules.pop("bikes_warm_up_probe", None)
+
+
+def _log_one_run(service: MlflowService, name: str) -> str:
+    """A run of one metric and one tag, as a job logs it."""
+    with service.run(name, {}) as run:
+        run.log([LoggedMetric("m", 1.0, 0, 0)], {"status": "x"})
+        return run.finish([])
+
+
+def test_a_worker_killed_after_it_started_fails_the_run_at_once(tmp_path: Path) -> None:
+    """MLflow's worker process killed (SIGKILL) once the store is open: logging the run
+    raises ``MlflowWorkerError`` naming the process and the signal, without waiting out any
+    timeout, and the store holds no run."""
+    service = MlflowService(tracking_uri=f"sqlite:///{tmp_path}/m.db", timeout=5)
+    service.defer_start(worker=True)
+    service.start()
+    try:
+        assert service.in_worker
+        service.ready()
+        pid = service.worker_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        began = time.monotonic()
+        with pytest.raises(MlflowWorkerError, match=rf"\(pid {pid}\) failed .*\(signal 9\)"):
+            _log_one_run(service, "killed")
+        assert time.monotonic() - began < 5
+    finally:
+        service.stop()
+    with started(service):
+        assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_a_worker_that_stops_answering_is_killed_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that hangs (SIGSTOP) after the store opened: the job's wait for the run's
+    answer ends at the service's timeout (no margin here), the worker is killed, the error
+    says so."""
+    service = MlflowService(tracking_uri=f"sqlite:///{tmp_path}/m.db", timeout=2)
+    service.defer_start(worker=True)
+    service.start()
+    try:
+        service.ready()
+        pid = service.worker_pid
+        assert pid is not None
+        monkeypatch.setattr(mlflow_worker, "ANSWER_MARGIN", 0.0)
+        os.kill(pid, signal.SIGSTOP)
+        began = time.monotonic()
+        with pytest.raises(MlflowWorkerError, match=r"no answer within 2 s \(signal 9\)"):
+            _log_one_run(service, "hung")
+        assert 2 <= time.monotonic() - began < 30
+    finally:
+        service.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_the_worker_fails_like_the_in_process_start() -> None:
+    """A store whose every API call is a 503, through the worker: ``ready()`` raises the
+    ``InputError`` (and message) the in-process ``start`` raises; the worker is gone."""
+    with answering(503) as (port, _):
+        uri = f"http://127.0.0.1:{port}"
+        with pytest.raises(InputError, match="unreachable or unusable") as in_process:
+            MlflowService(tracking_uri=uri, timeout=5).start()
+        service = MlflowService(tracking_uri=uri, timeout=5)
+        service.defer_start(worker=True)
+        service.start()
+        try:
+            pid = service.worker_pid
+            assert pid is not None
+            with pytest.raises(InputError) as in_worker:
+                service.ready()
+            assert str(in_worker.value) == str(in_process.value)
+            assert service.worker_pid is None
+        finally:
+            service.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

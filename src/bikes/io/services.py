@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import importlib
 import logging
@@ -21,6 +22,8 @@ from bikes.core.redaction import redact, redact_url
 
 if T.TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+    from bikes.io.mlflow_worker import LoggedMetric, MlflowWorker
 
 # MLflow (about 3 s to import, 1 s to open a SQLite store) and httpx are imported where they
 # are used, so a job that starts MLflow in the background (``start_in_background``) reads and
@@ -207,8 +210,14 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
     _start_error: BaseException | None = pdt.PrivateAttr(default=None)
     _deferred: bool = pdt.PrivateAttr(default=False)
     _warm_up: tuple[str, ...] = pdt.PrivateAttr(default=())
+    _in_worker: bool = pdt.PrivateAttr(default=False)
+    _spawned: MlflowWorker | None = pdt.PrivateAttr(default=None)
+    _worker: MlflowWorker | None = pdt.PrivateAttr(default=None)
+    _worker_ready: bool = pdt.PrivateAttr(default=False)
 
-    def defer_start(self, warm_up: T.Sequence[str] = ()) -> None:
+    def defer_start(
+        self, warm_up: T.Sequence[str] = (), worker: bool | MlflowWorker = False
+    ) -> None:
         """Make the next ``start()`` a ``start_in_background()``. The CLI asks it for jobs
         that call ``ready()`` before their first MLflow call (``waits_for_mlflow``); code that
         calls MLflow itself right after ``with job:`` gets the synchronous start.
@@ -216,9 +225,23 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         ``warm_up``: modules the job will need once MLflow is ready (training: MLflow's sklearn
         flavour and skops, whose import lists the public names of every loaded module, 1-1.5
         s), imported by the same thread right after MLflow started, so that no two threads
-        import one package at once."""
+        import one package at once.
+
+        ``worker``: MLflow in a child process instead (``bikes.io.mlflow_worker``), for a job
+        whose only MLflow work is the one run it logs through ``run()`` at its end (the
+        monitoring job without a champion reference): a thread's import contends for the
+        job's GIL, a process has the other core to itself, and the job never imports MLflow.
+        A ``MlflowWorker`` already spawned (by the CLI, before the job's modules loaded) is
+        used, else one is spawned at ``start()``.
+        """
         self._deferred = True
         self._warm_up = tuple(warm_up)
+        self._in_worker = worker is not False
+        if isinstance(worker, bool):
+            return
+        if self._spawned is not None:
+            self._spawned.close()
+        self._spawned = worker
 
     def start_in_background(self) -> None:
         """``start`` in a thread: MLflow's import and store opening (about 4 s) overlap the
@@ -247,8 +270,45 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         self._starting = threading.Thread(target=start, name="mlflow-start", daemon=True)
         self._starting.start()
 
+    def start_in_worker(self) -> None:
+        """``start`` in a child process (see ``defer_start``); ``ready()`` waits for its
+        answer and raises what ``start`` would have, with the same message."""
+        from bikes.io.mlflow_worker import MlflowWorker
+
+        self._deferred = self._in_worker = False
+        self._worker_ready = False
+        worker = self._spawned or MlflowWorker(self.effective_tracking_uri)
+        self._spawned = None
+        self._worker = worker
+        worker.open(self.model_dump_json(), self.timeout)
+
+    @property
+    def in_worker(self) -> bool:
+        """MLflow runs in a child process: log through ``run()``, never ``client()``."""
+        return self._worker is not None
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The MLflow worker process's id, while there is one (for operators and tests)."""
+        return None if self._worker is None else self._worker.pid
+
     def ready(self) -> None:
-        """Wait for ``start_in_background`` (a no-op without one); raise what ``start`` raised."""
+        """Wait for ``start_in_background`` or ``start_in_worker`` (a no-op without one); raise
+        what ``start`` raised."""
+        if self._worker is not None and not self._worker_ready:
+            began = time.perf_counter()
+            try:
+                self._worker.ready()
+            except BaseException:
+                self._worker = None
+                raise
+            self._worker_ready = True
+            logger.debug(
+                "MLflow started in a worker process (pid {}); waited {:.2f} s for it",
+                self._worker.pid,
+                time.perf_counter() - began,
+            )
+            return
         starting, self._starting = self._starting, None
         if starting is not None:
             began = time.perf_counter()
@@ -262,6 +322,9 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
             raise error
 
     def start(self) -> None:
+        if self._deferred and self._in_worker:
+            self.start_in_worker()
+            return
         if self._deferred:
             self.start_in_background()
             return
@@ -339,6 +402,10 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
                 os.environ.pop(name, None)
 
     def stop(self) -> None:
+        for worker in (self._worker, self._spawned):
+            if worker is not None:  # a job that failed mid-way: the worker ends its run FAILED
+                worker.close()
+        self._worker = self._spawned = None
         starting = self._starting
         if starting is not None and starting is not threading.current_thread():
             self._starting = None
@@ -362,7 +429,36 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
                 os.environ[name] = value
         self._saved_environment = {}
 
+    @contextlib.contextmanager
+    def run(self, run_name: str, tags: dict[str, str]) -> T.Iterator[RunLog]:
+        """One MLflow run, logged in this process (``mlflow.start_run``, ended FAILED if the
+        block raises) or by the worker process (started as the block begins, ended FAILED if
+        it raises: the worker sees its input end)."""
+        self.ready()
+        if self._worker is not None:
+            worker = self._worker
+            try:
+                worker.start_run(run_name, tags)
+                yield _WorkerRun(worker)
+            except BaseException:
+                self._worker = None
+                worker.close()  # a run the worker started ends FAILED
+                raise
+            self._worker = None
+            return
+        import mlflow
+
+        client = self.client()
+        with mlflow.start_run(run_name=run_name, tags=tags) as started:
+            log = _InProcessRun(client, started.info.run_id)
+            try:
+                yield log
+            finally:
+                log.wait()
+
     def client(self) -> MlflowClient:
+        if self._worker is not None:
+            raise RuntimeError("MLflow runs in a worker process here: log through run()")
         self.ready()  # before any MLflow import here: two threads importing MLflow at once can
         # meet a partially initialised module (seen: "partially initialized module
         # 'mlflow.tracking'" in the demo)
@@ -371,6 +467,71 @@ class MlflowService(pdt.BaseModel, strict=True, frozen=True, extra="forbid"):
         return MlflowClient(
             tracking_uri=self.effective_tracking_uri, registry_uri=self.effective_registry_uri
         )
+
+
+class RunLog:
+    """A job's MLflow run, wherever MLflow runs: ``log`` the metrics and status tags (in the
+    background: the job writes its files meanwhile), then ``finish`` with the artifacts;
+    ``run_id`` is known after ``finish`` (before it too, in process)."""
+
+    run_id: str | None = None
+
+    def log(self, metrics: T.Sequence[LoggedMetric], status_tags: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def finish(self, artifacts: T.Sequence[tuple[str, str]]) -> str:
+        raise NotImplementedError
+
+
+class _InProcessRun(RunLog):
+    """The batch in a thread (a SQL store's commits wait on the disk without the GIL)."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self._client = client
+        self.run_id = run_id
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._logged: concurrent.futures.Future[T.Any] | None = None
+
+    def log(self, metrics: T.Sequence[LoggedMetric], status_tags: dict[str, str]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        assert self.run_id is not None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "mlflow-log")
+        self._logged = self._pool.submit(
+            self._client.log_batch,
+            self.run_id,
+            metrics=[Metric(*metric) for metric in metrics],
+            tags=[RunTag(key, value) for key, value in status_tags.items()],
+        )
+
+    def wait(self) -> None:
+        logged, self._logged = self._logged, None
+        pool, self._pool = self._pool, None
+        try:
+            if logged is not None:
+                logged.result()
+        finally:
+            if pool is not None:
+                pool.shutdown()
+
+    def finish(self, artifacts: T.Sequence[tuple[str, str]]) -> str:
+        assert self.run_id is not None
+        self.wait()
+        for path, artifact_path in artifacts:
+            self._client.log_artifact(self.run_id, path, artifact_path)
+        return self.run_id
+
+
+class _WorkerRun(RunLog):
+    def __init__(self, worker: MlflowWorker) -> None:
+        self._worker = worker
+
+    def log(self, metrics: T.Sequence[LoggedMetric], status_tags: dict[str, str]) -> None:
+        self._worker.log(metrics, status_tags)
+
+    def finish(self, artifacts: T.Sequence[tuple[str, str]]) -> str:
+        self.run_id = self._worker.finish(artifacts)
+        return self.run_id
 
 
 def _wait_for_health(uri: str, role: str, deadline: float, timeout: float) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import datetime as dt
 import functools
@@ -39,6 +38,7 @@ from bikes.io import registry, reports
 from bikes.io.contracts import CONTRACT_DESCRIPTION, ContractSpec, resolve_contract
 from bikes.io.datasets import ParquetReader, check_writable, write_text
 from bikes.io.lake import LakeReader
+from bikes.io.mlflow_worker import LoggedMetric
 from bikes.io.monitoring import (
     ChampionReference,
     Channel,
@@ -51,8 +51,6 @@ from bikes.io.store import Store, configured_uri
 from bikes.jobs.base import Job, Locals
 
 if T.TYPE_CHECKING:
-    from mlflow.entities import Metric
-
     from bikes.spark.job import SparkWindow
     from bikes.spark.monitoring import SparkMonitor
 
@@ -221,6 +219,17 @@ class MonitoringJob(Job):
     # waits for them (``mlflow_service.ready()``) before its first write or MLflow call.
     waits_for_mlflow: T.ClassVar[bool] = True
 
+    @property
+    def mlflow_worker(self) -> bool:
+        """MLflow may run in a worker process (``MlflowService.defer_start(worker=True)``):
+        this job's only MLflow work is then the run it logs at its end. A champion reference
+        (read through MLflow), a retraining on finding and the Spark engine keep it here."""
+        return (
+            not isinstance(self.reference, ChampionReference)
+            and self.on_finding == "none"
+            and self.engine == "pandas"
+        )
+
     def run(self) -> Locals:
         self._check_channels()
         self._check_outputs()
@@ -238,13 +247,9 @@ class MonitoringJob(Job):
         )
         first = list(itertools.islice(scored, 1))  # scored while MLflow starts
         self.mlflow_service.ready()  # an unusable MLflow store fails here, before any write
-        import mlflow  # loaded by now: no wait
-        from mlflow.entities import RunTag
-
-        client = self.mlflow_service.client()
         tables = self._tables()
-        metrics: list[Metric] = []
-        with mlflow.start_run(run_name=self.run_name, tags=tags) as run:
+        metrics: list[LoggedMetric] = []
+        with self.mlflow_service.run(self.run_name, tags) as run:
             for step, (window, result) in enumerate(itertools.chain(first, scored)):
                 result["model_name"] = self.registered_model
                 _warn(result)
@@ -278,22 +283,17 @@ class MonitoringJob(Job):
             # as two transactions, where a call per window and one for the tags were one
             # each: a backfill's commits no longer grow with its windows, 10-30 ms apiece on
             # SQLite), logged while this thread renders and writes the results and the
-            # report: the commits wait on the disk without holding the GIL.
-            status_tags = [
-                RunTag("status", document["status"]),
-                RunTag("alerts_undelivered", str(len(undelivered))),
-            ]
-            with concurrent.futures.ThreadPoolExecutor(1, "mlflow-log") as pool:
-                logged = pool.submit(
-                    client.log_batch, run.info.run_id, metrics=metrics, tags=status_tags
-                )
-                path = write_text(
-                    self.results_path, redact(json.dumps(document, indent=2, default=str))
-                )
-                report = write_text(self.report_path, redact(render()))
-                logged.result()
-            client.log_artifact(run.info.run_id, str(path), "monitoring")
-            client.log_artifact(run.info.run_id, str(report), "monitoring")
+            # report: by a thread whose commits wait on the disk without holding the GIL, or
+            # by the MLflow worker process (from the CLI: see ``mlflow_worker``).
+            run.log(
+                metrics,
+                {"status": document["status"], "alerts_undelivered": str(len(undelivered))},
+            )
+            path = write_text(
+                self.results_path, redact(json.dumps(document, indent=2, default=str))
+            )
+            report = write_text(self.report_path, redact(render()))
+            run_id = run.finish([(str(path), "monitoring"), (str(report), "monitoring")])
         logger.success(
             "Monitoring {} of {}: {} window(s), results in {}, report in {}",
             document["status"],
@@ -302,14 +302,14 @@ class MonitoringJob(Job):
             path,
             report,
         )
-        retraining = self._retrain_on_finding(results, run.info.run_id)
+        retraining = self._retrain_on_finding(results, run_id)
         if retraining and retraining.get("status") != "no_finding":  # the report tells it too
             write_text(self.report_path, redact(render(retraining=retraining)))
-            self.mlflow_service.client().log_artifact(run.info.run_id, str(report), "monitoring")
+            self.mlflow_service.client().log_artifact(run_id, str(report), "monitoring")
         self._fail_if_asked(document["status"])
         self._fail_if_undelivered(undelivered)
         return {
-            "run_id": run.info.run_id,
+            "run_id": run_id,
             "status": document["status"],
             "results": document,
             "retraining": retraining,
@@ -687,11 +687,10 @@ def _metric_name(row: dict[str, T.Any]) -> str:
     return row["check"] if column == "_" else f"{row['check']}.{column}"
 
 
-def _metrics(rows: list[dict[str, T.Any]], step: int) -> list[Metric]:
+def _metrics(rows: list[dict[str, T.Any]], step: int) -> list[LoggedMetric]:
     """A window's MLflow metrics (one per name: the last row of a name wins, as a dict of
-    them did), stamped now: ``mlflow.log_metrics`` made the same, one call per window."""
-    from mlflow.entities import Metric
-
+    them did), stamped now: ``mlflow.log_metrics`` made the same, one call per window. Plain
+    tuples: the job in worker mode never imports MLflow."""
     stamp = int(time.time() * 1000)
     values = {_metric_name(row): row["value"] for row in rows}
-    return [Metric(name, value, stamp, step) for name, value in values.items()]
+    return [LoggedMetric(name, value, stamp, step) for name, value in values.items()]
