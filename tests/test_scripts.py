@@ -253,6 +253,8 @@ LIGHT_IMPORTS = [
     # scores (MlflowService.start_in_background), so the module itself must not import it.
     "import bikes.jobs.monitoring",
     "import bikes.jobs.training",  # the same, while both models are fitted
+    # A config error is answered without MLflow (its import took seconds per typo).
+    "assert scripts.main(['no-such-config.yaml']) == scripts.EXIT_INPUT",
 ]
 
 

@@ -185,9 +185,9 @@ def _exiting() -> None:
 
 def _expected(error: Exception) -> tuple[int, str] | None:
     """The exit code and message prefix of an expected failure; None for a bug. The most
-    specific class comes first: each of these is a ``BikesError``, which alone means exit 2."""
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
-
+    specific class comes first: each of these is a ``BikesError``, which alone means exit 2.
+    MLflow's gate failure can only come from a job that loaded MLflow: it is looked up among
+    the loaded modules, so a config error answers without importing MLflow (seconds)."""
     from bikes.core.errors import (
         AlertDeliveryError,
         CaptureLossError,
@@ -201,8 +201,10 @@ def _expected(error: Exception) -> tuple[int, str] | None:
         (AlertDeliveryError, EXIT_UNDELIVERED, "alerts undelivered"),
         (CaptureLossError, EXIT_CAPTURE_LOSS, "capture lost rows"),
         (BikesError, EXIT_INPUT, "error"),
-        (ModelValidationFailedException, EXIT_GATE, "gate failed"),
     ]
+    validation = sys.modules.get("mlflow.models.evaluation.validation")
+    if validation is not None:
+        outcomes.append((validation.ModelValidationFailedException, EXIT_GATE, "gate failed"))
     for kind, code, prefix in outcomes:
         if isinstance(error, kind):
             return code, prefix
