@@ -182,6 +182,11 @@ class WindowJudge:
 
     metric: str
     window_shares: list[dict[str, np.ndarray]]
+    contract: Contract
+    performance: PerformanceSettings
+    reference_performance: dict[str, float] | None
+    reference_source: dict[str, T.Any]
+    in_sample_performance: dict[str, float] | None
 
     @property
     def latest_shares(self) -> dict[str, np.ndarray]:
@@ -191,6 +196,39 @@ class WindowJudge:
     @property
     def higher_is_better(self) -> bool:
         return self.metric in HIGHER_IS_BETTER
+
+    def _performance_figures(
+        self, rows_labelled: int, label_coverage: float, now: dict[str, float] | None
+    ) -> dict[str, T.Any]:
+        """A window's ``performance`` entry from its labelled rows' figures (``now``; None
+        below two rows): against the reference, its relative change and whether it degraded
+        beyond the threshold, in the watched metric's direction."""
+        figures: dict[str, T.Any] = {
+            "task": self.contract.task,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "label_coverage": label_coverage,
+            "rows_labelled": rows_labelled,
+            "current": None,
+            "reference": self.reference_performance,
+            "reference_source": dict(self.reference_source),
+            "reference_in_sample": self.in_sample_performance,
+            "relative_change": None,
+            "degradation": None,
+            "threshold": self.performance.threshold,
+            "degraded": False,
+        }
+        if now is None:
+            return figures
+        reference = (self.reference_performance or {}).get(self.metric)
+        change = _relative_change(now.get(self.metric), reference)
+        degradation = None if change is None else (-change if self.higher_is_better else change)
+        return figures | {
+            "current": now,
+            "relative_change": change,
+            "degradation": degradation,
+            "degraded": bool(degradation is not None and degradation >= self.performance.threshold),
+        }
 
 
 class Monitor(WindowJudge):
@@ -451,33 +489,8 @@ class Monitor(WindowJudge):
         labelled = self._labelled(current)
         if labelled is None or current.empty:
             return None  # no labels or no predictions; no rows at all is ``no_data``
-        figures: dict[str, T.Any] = {
-            "task": self.contract.task,
-            "metric": self.metric,
-            "higher_is_better": self.higher_is_better,
-            "label_coverage": len(labelled) / len(current) if len(current) else 0.0,
-            "rows_labelled": len(labelled),
-            "current": None,
-            "reference": self.reference_performance,
-            "reference_source": dict(self.reference_source),
-            "reference_in_sample": self.in_sample_performance,
-            "relative_change": None,
-            "degradation": None,
-            "threshold": self.performance.threshold,
-            "degraded": False,
-        }
-        now = self._figures(labelled)
-        if now is None:
-            return figures
-        reference = (self.reference_performance or {}).get(self.metric)
-        change = _relative_change(now.get(self.metric), reference)
-        degradation = None if change is None else (-change if self.higher_is_better else change)
-        return figures | {
-            "current": now,
-            "relative_change": change,
-            "degradation": degradation,
-            "degraded": bool(degradation is not None and degradation >= self.performance.threshold),
-        }
+        coverage = len(labelled) / len(current) if len(current) else 0.0
+        return self._performance_figures(len(labelled), coverage, self._figures(labelled))
 
     def _reference_performance(
         self, reference: pd.DataFrame

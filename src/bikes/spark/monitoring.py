@@ -424,32 +424,7 @@ class SparkMonitor(WindowJudge):
         if labelled is None or rows == 0:
             return None
         count, now = self._figures_of(current, labelled, row)
-        figures: dict[str, T.Any] = {
-            "task": self.contract.task,
-            "metric": self.metric,
-            "higher_is_better": self.higher_is_better,
-            "label_coverage": count / rows,
-            "rows_labelled": count,
-            "current": None,
-            "reference": self.reference_performance,
-            "reference_source": dict(self.reference_source),
-            "reference_in_sample": self.in_sample_performance,
-            "relative_change": None,
-            "degradation": None,
-            "threshold": self.performance.threshold,
-            "degraded": False,
-        }
-        if now is None:
-            return figures
-        reference = (self.reference_performance or {}).get(self.metric)
-        change = _relative_change(now.get(self.metric), reference)
-        degradation = None if change is None else (-change if self.higher_is_better else change)
-        return figures | {
-            "current": now,
-            "relative_change": change,
-            "degradation": degradation,
-            "degraded": bool(degradation is not None and degradation >= self.performance.threshold),
-        }
+        return self._performance_figures(count, count / rows, now)
 
     # -- segments -------------------------------------------------------------------------------
     def _segment_figures(self, frame: DataFrame) -> dict[tuple[str, str], tuple[int, float]]:
