@@ -289,3 +289,33 @@ def test_mlflow_started_in_the_background_still_fails_the_job_before_any_run(
     err = capsys.readouterr().err
     assert "bikes: error: MLflow tracking at http://127.0.0.1:9: unreachable within 1 s" in err
     assert "Fitting a HistGradientBoosting regression on 300 rows" in err  # it did fit first
+
+
+def test_a_bugs_traceback_is_shown_with_its_credentials_redacted() -> None:
+    """A bug (any exception not a ``BikesError``) exits 1 with its traceback, and a URL in it
+    keeps its server but loses its password, like every other line the CLI prints. The bug
+    is injected into a real ``bikes`` process: the data job's ``run`` raises."""
+    probe = (
+        "import sys\nfrom bikes import scripts\nfrom bikes.jobs.data import DataJob\n"
+        "def broken(self):\n"
+        "    raise RuntimeError('no answer from postgresql://bikes:s3cret@db.internal/capture')\n"
+        "DataJob.run = broken\n"
+        "sys.argv = ['bikes', sys.argv[1]]\n"
+        "sys.exit(scripts.main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(REPO / "confs" / "data.yaml")],
+        cwd=REPO,  # the config names its contract by a relative path
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == scripts.EXIT_UNEXPECTED == 1, done.stderr[-3000:]
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "in broken" in done.stderr  # the frames are there, not only the message
+    assert "RuntimeError: no answer from postgresql://bikes:***@db.internal/capture" in (
+        done.stderr
+    )
+    assert "s3cret" not in done.stderr

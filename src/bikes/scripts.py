@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import sys
+import traceback
 import typing as T
 
 import pydantic as pdt
@@ -126,8 +127,14 @@ def main(argv: T.Sequence[str] | None = None) -> int:
             job.run()
     except Exception as error:
         outcome = _expected(error)
+        if outcome is None and argv is not None:
+            raise  # a bug, in a caller's process: the exception is theirs
         if outcome is None:
-            raise  # a bug: the traceback is the report
+            # A bug: the traceback is the report, redacted like every other line (an
+            # exception's text or a local in it may quote a URL with its password).
+            logger.remove()
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
+            return EXIT_UNEXPECTED
         code, prefix = outcome
         logger.remove()
         print(f"bikes: {prefix}: {redact(str(error))}", file=sys.stderr)
