@@ -22,6 +22,7 @@ from bikes.core.summaries import (
     ovr_auc_interval,
     true_class_probabilities,
     wasserstein_bounds,
+    with_ends,
 )
 
 
@@ -284,3 +285,45 @@ def test_log_loss_sum_is_sklearns_with_its_clipping() -> None:
     multiclass = log_loss_sum(true_class_probabilities(table, truth)) / truth.size
     expected = metrics.log_loss(truth, table, labels=[0, 1, 2, 3])
     assert multiclass == pytest.approx(expected, rel=1e-9, abs=0)
+
+
+@pytest.mark.parametrize(
+    "case", ["continuous", "ties_at_the_ends", "edges_on_the_ends", "no_inner_edge", "constant"]
+)
+def test_inner_bins_closed_by_the_extremes_are_the_bins_on_the_fine_edges(case: str) -> None:
+    """Counting on a sample's inner quantiles, then adding the exact extremes (``with_ends``),
+    gives the bins numpy counts on ``fine_edges(quantiles, min, max)`` directly: the same
+    edges, counts and rows on edges, sums to rounding (exactly 0 where nothing is inside)."""
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=5_000)
+    if case == "ties_at_the_ends":  # a clipped column: many rows on both extremes
+        values = np.clip(np.round(values, 2), -1.5, 1.2)
+    elif case == "constant":
+        values = np.full(300, 0.25)
+    sample = rng.choice(values, 400)
+    q = np.quantile(sample, fine_probabilities(100), method="inverted_cdf")
+    if case == "edges_on_the_ends":  # the sample holds both extremes among its quantiles
+        q[1], q[-2] = values.min(), values.max()
+    if case == "no_inner_edge":  # a sample without a finite value: NaN quantiles
+        q[:] = np.nan
+    inner = np.unique(q[1:-1][np.isfinite(q[1:-1])])
+    low, high = values.min(), values.max()
+    on_inner = (
+        bins_of(values, inner)
+        if inner.size
+        else Bins(inner, np.array([values.size]), np.array([0]), np.array([values.sum()]))
+    )
+    closed = with_ends(
+        on_inner,
+        low,
+        int(np.count_nonzero(values == low)),
+        high,
+        int(np.count_nonzero(values == high)),
+    )
+    expected = bins_of(values, fine_edges(q, low, high))
+    assert closed.edges.tolist() == expected.edges.tolist()
+    assert closed.counts.tolist() == expected.counts.tolist()
+    assert closed.at_edge.tolist() == expected.at_edge.tolist()
+    np.testing.assert_allclose(closed.inner_sums, expected.inner_sums, rtol=1e-12, atol=1e-10)
+    empty = closed.counts == closed.at_edge
+    assert not closed.inner_sums[empty].any()  # nothing inside: exactly 0

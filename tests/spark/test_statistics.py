@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bikes.core.contract import Feature
 from bikes.io.spark import SparkSettings, defaults
 
 pytest.importorskip("pyspark")
+
+from pyspark.sql import functions as F
 
 from bikes.spark import statistics as S
 
@@ -34,6 +37,8 @@ def frame(spark: T.Any) -> tuple[pd.DataFrame, T.Any]:
         }
     )
     data.loc[::7, "word"] = None
+    data["time"] = pd.Timestamp("2013-01-01") + pd.to_timedelta(rng.integers(0, 10**6, n), "s")
+    data.loc[::11, "time"] = pd.NaT
     return data, spark.createDataFrame(data).repartition(4)
 
 
@@ -63,30 +68,63 @@ def test_sample_quantiles_are_numpy_s_on_a_small_table_and_a_sample_on_a_large_o
         assert whole[column] != sampled[column]  # it did sample
 
 
-def test_moments_and_errors_in_one_job_are_exact(frame: tuple[pd.DataFrame, T.Any]) -> None:
+def test_one_scan_has_exact_moments_errors_times_and_quality(
+    frame: tuple[pd.DataFrame, T.Any],
+) -> None:
+    """Every figure of a side from ONE pass, against numpy and pandas on the same rows and,
+    for the times, Spark's own ``min``/``max`` (what the JVM aggregation returned)."""
     data, spark_frame = frame
-    labelled = S.present(spark_frame, "normal")
-    row = S.one_row(
-        spark_frame,
-        [
-            *S.moments_aggregates(spark_frame, ["normal", "rounded"]),
-            *S.error_aggregates("normal", "rounded", labelled),
-        ],
+    # no infinite target (inf - inf: NaN sums); its nulls stay (pandas' NaN crosses as null)
+    finite_y = spark_frame.where(F.coalesce(F.abs("normal") != float("inf"), F.lit(True)))
+    labelled = S.present(finite_y, "normal")
+    contract = {
+        "normal": Feature(name="normal", kind="numeric", min=-1.0, max=1.0),
+        "code": Feature(name="code", kind="categorical", values=[0, 1, 2]),
+        "word": Feature(name="word", kind="categorical", values=["a", "b"]),
+    }
+    found = S.scan(
+        finite_y,
+        {"normal": np.linspace(-2, 2, 41), "rounded": np.linspace(0, 1, 11)},
+        ["code", "word"],
+        labelled=("normal", "rounded"),  # numbers: labelled rows read off their doubles
+        errors=True,
+        stamps=[("time", False), ("time", True)],
+        checks=contract,
     )
-    assert int(row["rows"]) == len(data)
+    data = data[~np.isinf(data["normal"])]
+    assert found.rows == len(data)
     for column in ("normal", "rounded"):
         values = _finite(data[column])
-        m = S.moments_of(row, ["normal", "rounded"])[column]
+        m = found.moments[column]
         assert m.rows == values.size
         assert m.mean == pytest.approx(values.mean(), rel=1e-12)
         assert m.std == pytest.approx(values.std(), rel=1e-12)
         assert (m.minimum, m.maximum) == (values[0], values[-1])
+        assert (m.at_minimum, m.at_maximum) == (
+            np.count_nonzero(values == values[0]),
+            np.count_nonzero(values == values[-1]),
+        )
     kept = data[data["normal"].notna()]
     y, p = kept["normal"].to_numpy(), kept["rounded"].to_numpy()
-    errors = S.errors_of(row)
-    assert errors.rows == len(kept)
-    with np.errstate(invalid="ignore"):
-        assert errors.squared == pytest.approx(np.sum((y - p) ** 2), rel=1e-12, nan_ok=True)
+    assert found.errors is not None
+    assert found.errors.rows == len(kept)
+    assert found.errors.squared == pytest.approx(np.sum((y - p) ** 2), rel=1e-12)
+    assert found.errors.absolute == pytest.approx(np.sum(np.abs(y - p)), rel=1e-12)
+    assert found.errors.total_squares == pytest.approx(y.var() * y.size, rel=1e-12)
+    times = finite_y.agg(F.min("time"), F.max("time")).first()
+    labelled_times = finite_y.where(labelled).agg(F.min("time"), F.max("time")).first()
+    assert found.stamps == [*times, *labelled_times]
+    assert found.stamps[0] == data["time"].min()
+    # a text column in the pair: the JVM says which rows are labelled
+    texts = S.scan(finite_y, {}, [], labelled=("word", "normal"), stamps=[("time", True)])
+    both = labelled & S.present(finite_y, "word")
+    assert texts.stamps == [*finite_y.where(both).agg(F.min("time"), F.max("time")).first()]
+    assert texts.errors is None
+    for column, feature in contract.items():
+        missing = data[column].isna()
+        here = data.loc[~missing, column]
+        out = ~here.isin(feature.values) if feature.values else (here < -1) | (here > 1)
+        assert found.quality[column] == (int(missing.sum()), int(out.sum())), column
 
 
 def test_bins_are_the_exact_counts_on_the_edges(frame: tuple[pd.DataFrame, T.Any]) -> None:
@@ -135,3 +173,19 @@ def test_session_defaults_fit_a_local_master_and_yield_to_the_settings() -> None
     assert "spark.sql.shuffle.partitions" not in defaults(SparkSettings(master="yarn"))
     mine = SparkSettings(master="local[2]", conf={"spark.sql.shuffle.partitions": "9"})
     assert defaults(mine)["spark.sql.shuffle.partitions"] == "9"
+
+
+def test_a_local_jvm_collects_with_the_parallel_collector_unless_told_otherwise(
+    spark: T.Any,
+) -> None:
+    """The throughput collector on a local master, and only there; the user's JVM options
+    win whole (a merge could contradict them: two collectors make the JVM refuse to start)."""
+    option = "spark.driver.extraJavaOptions"
+    assert defaults(SparkSettings(master="local[2]"))[option] == "-XX:+UseParallelGC"
+    assert option not in defaults(SparkSettings(master="spark://host:7077"))
+    mine = SparkSettings(master="local[*]", conf={option: "-XX:+UseG1GC -Xss4m"})
+    assert defaults(mine)[option] == "-XX:+UseG1GC -Xss4m"
+    # the test session's JVM (local[2], no option of its own) runs it
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+    names = {bean.getName() for bean in beans.getGarbageCollectorMXBeans()}
+    assert names == {"PS Scavenge", "PS MarkSweep"}, names

@@ -162,6 +162,34 @@ class Bins:
         return np.asarray(np.diff(np.concatenate(([0], below, [self.size]))))
 
 
+def with_ends(
+    inner: Bins, minimum: float, at_minimum: int, maximum: float, at_maximum: int
+) -> Bins:
+    """``inner``, counted on edges that lie within ``[minimum, maximum]`` (quantiles of a
+    sample), with the exact ``minimum`` and ``maximum`` of the same values added as the first
+    and last edges: the bins ``fine_edges(quantiles, minimum, maximum)`` would have had.
+
+    It lets one pass count the values on the inner edges while finding the extremes: below
+    the first inner edge every value is at least ``minimum`` (``at_minimum`` of them equal to
+    it), above the last one at most ``maximum`` (``at_maximum`` equal), so the outer buckets
+    split without the values. A bucket with no value strictly inside keeps a sum of exactly
+    0 (the subtraction could leave a rounding residue)."""
+    edges = inner.edges
+    counts, at_edge, sums = inner.counts.copy(), inner.at_edge.copy(), inner.inner_sums.copy()
+    if not edges.size or edges[0] > minimum:  # bucket 0 becomes [minimum, e_0)
+        edges = np.concatenate(([minimum], edges))
+        counts = np.concatenate(([0], counts))
+        at_edge = np.concatenate(([0], at_minimum, at_edge[1:]), axis=None)
+        sums = np.concatenate(([0.0], [sums[0] - at_minimum * minimum], sums[1:]))
+    if maximum > edges[-1]:  # the last bucket [e_m, inf) splits at maximum
+        edges = np.concatenate((edges, [maximum]))
+        counts = np.concatenate((counts[:-1], [counts[-1] - at_maximum, at_maximum]))
+        at_edge = np.concatenate((at_edge, [at_maximum]))
+        sums = np.concatenate((sums[:-1], [sums[-1] - at_maximum * maximum, 0.0]))
+    sums[counts == at_edge] = 0.0
+    return Bins(edges, counts.astype(np.int64), at_edge.astype(np.int64), sums)
+
+
 def wasserstein_bounds(reference: Bins, current: Bins) -> tuple[float, float]:
     """The raw Wasserstein-1 distance's estimate and upper bound (module docstring)."""
     gap = reference.integrals() - current.integrals()

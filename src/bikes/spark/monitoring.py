@@ -18,7 +18,7 @@ import typing as T
 import numpy as np
 import pandas as pd
 from loguru import logger
-from pyspark.sql import Column, DataFrame, Row
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from bikes.core.comparison import Slicing
@@ -42,10 +42,11 @@ from bikes.core.monitoring import (
 from bikes.core.quality import Counts, column_quality, plain_value, sorted_values
 from bikes.core.summaries import (
     FINE_BINS,
+    Bins,
     SummaryDetector,
     coarse_from_bins,
-    fine_edges,
     fine_probabilities,
+    with_ends,
 )
 from bikes.spark import statistics as S
 
@@ -91,40 +92,41 @@ class SparkMonitor(WindowJudge):
         others = list(dict.fromkeys(c for c in [*columns, *outputs] if c not in numeric))
         timestamp = contract.timestamp if contract.timestamp in names else None
         labelled = self._labelled_rows_of(reference)
-        # Pass 1, in the JVM: rows, time span, exact moments, the labelled rows' error sums.
-        facts = S.moments_aggregates(reference, numeric)
-        if timestamp is not None:
-            facts += S.span_aggregates(timestamp, labelled)
-        if labelled is not None and not contract.is_classification:
-            assert self.target is not None
-            assert self.prediction is not None
-            facts += S.error_aggregates(self.target, self.prediction, labelled)
-        row = S.one_row(reference, facts)
-        self.reference_rows = int(row["rows"])
-        moments = S.moments_of(row, numeric)
-        periods = (
-            [None if v is None else pd.Timestamp(v).isoformat() for v in S.span_of(row)]
-            if timestamp is not None
-            else []
+        # A sample in the JVM places the fine edges (no bound depends on them); its fraction
+        # needs the rows, which parquet's footers hold (no scan).
+        quantiles = S.sample_quantiles(
+            reference, numeric, fine_probabilities(fine_bins), reference.count()
         )
+        # ONE pass in Python workers: exact bins on the sample's inner edges, moments with the
+        # extremes that close them (``with_ends``), category counts, time span, error sums.
+        inner = {c: _finite_sorted(quantiles[c][1:-1]) for c in numeric}
+        found = S.scan(
+            reference,
+            inner,
+            others,
+            labelled=self._labelled_pair(names),
+            errors=not self.contract.is_classification,
+            stamps=[(timestamp, False), (timestamp, True)] if timestamp is not None else [],
+        )
+        self.reference_rows = found.rows
+        moments, counted = found.moments, found.counts
+        periods = [None if v is None else pd.Timestamp(v).isoformat() for v in found.stamps]
         self.reference_period: tuple[str | None, str | None] = (
             (periods[0], periods[1]) if periods else (None, None)
         )
         self._labelled_period = (periods[2], periods[3]) if periods else (None, None)
-        # Pass 2, a sample in the JVM: where the fine edges go (no bound depends on it).
-        quantiles = S.sample_quantiles(
-            reference, numeric, fine_probabilities(fine_bins), self.reference_rows
-        )
         self.fine: dict[str, np.ndarray] = {}
+        reference_bins: dict[str, Bins] = {}
         for column in numeric:
             m = moments[column]
-            self.fine[column] = (
-                fine_edges(quantiles[column], m.minimum, m.maximum)
-                if m.rows
-                else np.array([0.0, 1.0])
-            )
-        # Pass 3, in Python workers: exact fine bins and category counts together.
-        reference_bins, counted = S.summaries(reference, self.fine, others)
+            if m.rows:
+                closed = with_ends(
+                    found.bins[column], m.minimum, m.at_minimum, m.maximum, m.at_maximum
+                )
+            else:
+                none = np.zeros(3, dtype=np.int64)
+                closed = Bins(np.array([0.0, 1.0]), none, none, np.zeros(3))
+            reference_bins[column], self.fine[column] = closed, closed.edges
         self.kinds: dict[str, Kind] = {}
         for column in columns:
             feature = self.features[column]
@@ -190,7 +192,7 @@ class SparkMonitor(WindowJudge):
         self.in_sample_performance: dict[str, float] | None = None
         if labelled is not None:
             self._labelled_rows, self.in_sample_performance = self._figures_of(
-                reference, labelled, row
+                reference, labelled, found.errors
             )
         self.reference_performance, self.reference_source = reference_performance(
             self.origin,
@@ -220,31 +222,33 @@ class SparkMonitor(WindowJudge):
         names = set(current.columns)
         present = [c for c in self.columns if c in names]
         labelled = self._labelled_rows_of(current)
-        # One JVM pass for the figures that are sums; one Python pass for bins and counts.
-        facts = S.quality_aggregates(current, self.features, present)
-        if labelled is not None and not self.contract.is_classification:
-            assert self.target is not None
-            assert self.prediction is not None
-            facts += S.error_aggregates(self.target, self.prediction, labelled)
+        # ONE pass in Python workers: quality counts, error sums, times, bins and counts.
         received = "received_time" if "received_time" in names else "event_time"
-        if "event_time" in names:
-            facts += [
-                F.max("event_time").alias("latest"),
-                F.min(received).alias("first_received"),
-                F.max(received).alias("last_received"),
-            ]
-        row = S.one_row(current, facts)
-        rows = int(row["rows"])
-        quality_counts = S.quality_of(row, present)
-        missing = [c for c in self.columns if rows and c not in names]
-        scored = [c for c in [*present, *self._outputs(names)] if rows]
-        numeric = [c for c in scored if self.kinds[c] == "numeric"]
-        categorical = [c for c in scored if self.kinds[c] != "numeric"]
-        current_bins, counted = S.summaries(
+        times = list(dict.fromkeys(["event_time", received])) if "event_time" in names else []
+        outputs = self._outputs(names)
+        numeric = [c for c in [*present, *outputs] if self.kinds[c] == "numeric"]
+        categorical = [c for c in [*present, *outputs] if self.kinds[c] != "numeric"]
+        found = S.scan(
             current,
             {c: self.fine[c] for c in numeric},
             list(dict.fromkeys([*categorical, *(c for c in present if c in self.known)])),
+            labelled=self._labelled_pair(names),
+            errors=not self.contract.is_classification,
+            stamps=[(c, False) for c in times],
+            checks={c: self.features[c] for c in present},
         )
+        rows = found.rows
+        pairs = zip(found.stamps[::2], found.stamps[1::2], strict=True)
+        stamps = dict(zip(times, pairs, strict=True))
+        row: dict[str, T.Any] = {"rows": rows}
+        if times:
+            row["latest"] = stamps["event_time"][1]
+            row["first_received"], row["last_received"] = stamps[received]
+        quality_counts = found.quality
+        missing = [c for c in self.columns if rows and c not in names]
+        if not rows:  # nothing to score (as the pandas engine: no drift on no rows)
+            numeric, categorical = [], []
+        current_bins, counted = found.bins, found.counts
         results: dict[str, DriftResult] = {}
         bounds: dict[str, tuple[float, float]] = {}
         for column in numeric:
@@ -306,7 +310,7 @@ class SparkMonitor(WindowJudge):
                 prediction_drift=prediction_drift,
                 score_drift=score_drift,
                 target_drift=target_drift,
-                performance=self._performance(current, labelled, row),
+                performance=self._performance(current, labelled, row, found.errors),
                 segments=self._segments(current),
                 diagnostics=None,
                 service=self._service(current, row),
@@ -341,20 +345,29 @@ class SparkMonitor(WindowJudge):
             return None
         return S.present(frame, self.target) & S.present(frame, self.prediction)
 
+    def _labelled_pair(self, names: set[str]) -> tuple[str, str] | None:
+        """(target, prediction) when the frame has both: a side's labelled rows are where
+        both are present (``_labelled_rows_of``)."""
+        if self.target is None or self.prediction is None:
+            return None
+        if self.target not in names or self.prediction not in names:
+            return None
+        return self.target, self.prediction
+
     def _labelled(self, frame: DataFrame) -> DataFrame | None:
         condition = self._labelled_rows_of(frame)
         return None if condition is None else frame.where(condition)
 
     def _figures_of(
-        self, frame: DataFrame, labelled: Column, row: Row
+        self, frame: DataFrame, labelled: Column, errors: S.Errors | None
     ) -> tuple[int, dict[str, float] | None]:
         """The rows and every metric of the task on the ``labelled`` rows, None below two: a
-        regression's from the error sums already in ``row`` (``S.error_aggregates``), a
-        classifier's from one count per (label, predicted) pair."""
+        regression's from the side's error sums (``S.scan``), a classifier's from one count
+        per (label, predicted) pair."""
         assert self.target is not None
         assert self.prediction is not None
         if not self.contract.is_classification:
-            errors = S.errors_of(row)
+            assert errors is not None
             return errors.rows, (errors.metrics() if errors.rows >= 2 else None)
         pairs = frame.where(labelled).groupBy(self.target, self.prediction).count().collect()
         rows = sum(int(r["count"]) for r in pairs)
@@ -418,12 +431,16 @@ class SparkMonitor(WindowJudge):
         return figures
 
     def _performance(
-        self, current: DataFrame, labelled: Column | None, row: Row
+        self,
+        current: DataFrame,
+        labelled: Column | None,
+        row: T.Mapping[str, T.Any],
+        errors: S.Errors | None,
     ) -> dict[str, T.Any] | None:
         rows = int(row["rows"])
         if labelled is None or rows == 0:
             return None
-        count, now = self._figures_of(current, labelled, row)
+        count, now = self._figures_of(current, labelled, errors)
         return self._performance_figures(count, count / rows, now)
 
     # -- segments -------------------------------------------------------------------------------
@@ -526,7 +543,7 @@ class SparkMonitor(WindowJudge):
         versions = sorted({r[0] for r in values if r[0] is not None})
         return ",".join(versions) or None
 
-    def _freshness(self, row: Row, now: dt.datetime) -> dict[str, T.Any]:
+    def _freshness(self, row: T.Mapping[str, T.Any], now: dt.datetime) -> dict[str, T.Any]:
         if row["latest"] is None:
             return {"latest_event": None, "age_hours": None}
         stamp = pd.Timestamp(row["latest"])
@@ -535,7 +552,7 @@ class SparkMonitor(WindowJudge):
             "age_hours": (pd.Timestamp(now) - stamp).total_seconds() / 3600,
         }
 
-    def _service(self, frame: DataFrame, row: Row) -> dict[str, T.Any] | None:
+    def _service(self, frame: DataFrame, row: T.Mapping[str, T.Any]) -> dict[str, T.Any] | None:
         """Rows per hour exactly (the first and last received time are in ``row``); latency
         percentiles from ``percentile_approx`` (rank error 1/10,000; the pandas engine
         interpolates between rows), a job of their own: an imperative aggregate beside the
@@ -584,6 +601,12 @@ def _same_type(values: np.ndarray) -> np.ndarray:
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return values.astype(float)
     return values
+
+
+def _finite_sorted(values: list[float]) -> np.ndarray:
+    """The distinct finite values, sorted (a sample's quantiles as inner fine edges)."""
+    array = np.asarray(values, dtype=float)
+    return np.unique(array[np.isfinite(array)])
 
 
 def _finite(value: float | None) -> bool:
