@@ -78,29 +78,12 @@ def prepare(job: MonitoringJob) -> tuple[SparkMonitor, list[SparkWindow], int]:
         job.performance,
         origin,
     )
-    _held_out_segments(monitor, spark)
+    monitor.segments_from_held_out(spark)
     from bikes.jobs.monitoring import _log_reference_performance
 
     _log_reference_performance(monitor)
     windows = _windows(job, spark, contract)
     return monitor, windows, len(windows)
-
-
-def _held_out_segments(monitor: SparkMonitor, spark: SparkSession) -> None:
-    """Per-segment reference figures from the version's held-out rows, as the pandas engine
-    takes them (``Monitor._segment_reference``): when the reference performance is the
-    held-out record and its rows (with their predictions) were kept, a segment's current
-    figure is compared with the same segment on rows the model did not train on, not with
-    its training rows (in-sample: optimistic, every segment would look degraded)."""
-    rows = monitor.origin.held_out_rows
-    monitor.origin = dataclasses.replace(monitor.origin, held_out_rows=None)  # figures kept only
-    if rows is None or monitor.reference_source.get("kind") != "held_out":
-        return
-    frame = spark.createDataFrame(rows)
-    if monitor._labelled(frame) is None:
-        return
-    monitor.reference_segments = monitor._segment_figures(frame)
-    monitor.reference_source["segments"] = "held_out"
 
 
 def _reference(

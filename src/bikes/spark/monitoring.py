@@ -12,13 +12,14 @@ in the log).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import typing as T
 
 import numpy as np
 import pandas as pd
 from loguru import logger
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from bikes.core.comparison import Slicing
@@ -207,6 +208,23 @@ class SparkMonitor(WindowJudge):
         self.reference_segments = self._segment_figures(reference)
         self.window_shares: list[dict[str, np.ndarray]] = []
         self.span = None
+
+    def segments_from_held_out(self, spark: SparkSession) -> None:
+        """Per-segment reference figures from the version's held-out rows, as the pandas
+        engine takes them (``Monitor._segment_reference``): when the reference performance is
+        the held-out record and its rows (with their predictions) were kept, a segment's
+        current figure is compared with the same segment on rows the model did not train on,
+        not with its training rows (in-sample: optimistic, every segment would look degraded).
+        The rows are dropped from ``origin`` either way: only their figures are kept."""
+        rows = self.origin.held_out_rows
+        self.origin = dataclasses.replace(self.origin, held_out_rows=None)
+        if rows is None or self.reference_source.get("kind") != "held_out":
+            return
+        frame = spark.createDataFrame(rows)
+        if self._labelled(frame) is None:
+            return
+        self.reference_segments = self._segment_figures(frame)
+        self.reference_source["segments"] = "held_out"
 
     # -- one window -----------------------------------------------------------------------------
     def window(
