@@ -27,7 +27,7 @@ from bikes.core.summaries import (
 
 
 def bins_of(values: np.ndarray, edges: np.ndarray) -> Bins:
-    """What ``bikes.spark.statistics.bins`` computes, by numpy: the reference's twin."""
+    """What ``bikes.spark.statistics.scan``'s bins are, by numpy: the reference's twin."""
     values = values[np.isfinite(values)]
     bucket = np.searchsorted(edges, values, side="right")  # edges <= x: Bucketizer's bucket
     left = edges[np.maximum(bucket - 1, 0)]

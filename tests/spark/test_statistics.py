@@ -130,7 +130,7 @@ def test_one_scan_has_exact_moments_errors_times_and_quality(
 def test_bins_are_the_exact_counts_on_the_edges(frame: tuple[pd.DataFrame, T.Any]) -> None:
     data, spark_frame = frame
     edges = {"normal": np.linspace(-2, 2, 41), "rounded": np.round(np.linspace(0, 1, 21), 2)}
-    found = S.bins(spark_frame, edges)
+    found = S.scan(spark_frame, edges, []).bins
     for column, e in edges.items():
         values = _finite(data[column])
         bucket = np.searchsorted(e, values, side="right")
@@ -148,7 +148,7 @@ def test_bins_are_the_exact_counts_on_the_edges(frame: tuple[pd.DataFrame, T.Any
 
 def test_category_counts_are_exact_and_skip_missing(frame: tuple[pd.DataFrame, T.Any]) -> None:
     data, spark_frame = frame
-    found = S.category_counts(spark_frame, ["code", "word"])
+    found = S.scan(spark_frame, {}, ["code", "word"]).counts
     assert found["code"] == {float(k): int(v) for k, v in data["code"].value_counts().items()}
     assert found["word"] == {str(k): int(v) for k, v in data["word"].value_counts().items()}
 
@@ -158,11 +158,12 @@ def test_bins_and_counts_in_one_pass_equal_the_separate_ones(
 ) -> None:
     _, spark_frame = frame
     edges = {"normal": np.linspace(-2, 2, 41)}
-    bins, counts = S.summaries(spark_frame, edges, ["code", "word"])
-    alone = S.bins(spark_frame, edges)["normal"]
+    together = S.scan(spark_frame, edges, ["code", "word"])
+    bins, counts = together.bins, together.counts
+    alone = S.scan(spark_frame, edges, []).bins["normal"]
     assert bins["normal"].counts.tolist() == alone.counts.tolist()
     assert bins["normal"].at_edge.tolist() == alone.at_edge.tolist()
-    assert counts == S.category_counts(spark_frame, ["code", "word"])
+    assert counts == S.scan(spark_frame, {}, ["code", "word"]).counts
     assert sum(counts["word"].values()) < len(frame[0])  # nulls are not a category
 
 

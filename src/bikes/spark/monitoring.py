@@ -257,11 +257,7 @@ class SparkMonitor(WindowJudge):
         )
         rows = found.rows
         pairs = zip(found.stamps[::2], found.stamps[1::2], strict=True)
-        stamps = dict(zip(times, pairs, strict=True))
-        row: dict[str, T.Any] = {"rows": rows}
-        if times:
-            row["latest"] = stamps["event_time"][1]
-            row["first_received"], row["last_received"] = stamps[received]
+        spans = dict(zip(times, pairs, strict=True))  # (first, last) of each time column
         quality_counts = found.quality
         missing = [c for c in self.columns if rows and c not in names]
         if not rows:  # nothing to score (as the pandas engine: no drift on no rows)
@@ -321,17 +317,17 @@ class SparkMonitor(WindowJudge):
                 rejected_rows=0,
                 rejected_share=0.0 if rows else None,
                 model_version=self._model_version(current),
-                freshness=self._freshness(row, now) if "event_time" in names else None,
+                freshness=self._freshness(spans["event_time"][1], now) if spans else None,
                 missing=missing,
                 quality=quality,
                 drifts=drifts,
                 prediction_drift=prediction_drift,
                 score_drift=score_drift,
                 target_drift=target_drift,
-                performance=self._performance(current, labelled, row, found.errors),
+                performance=self._performance(current, labelled, rows, found.errors),
                 segments=self._segments(current),
                 diagnostics=None,
-                service=self._service(current, row),
+                service=self._service(current, rows, spans.get(received)),
             ),
             self.detectors,
             self.expected,
@@ -452,10 +448,9 @@ class SparkMonitor(WindowJudge):
         self,
         current: DataFrame,
         labelled: Column | None,
-        row: T.Mapping[str, T.Any],
+        rows: int,
         errors: S.Errors | None,
     ) -> dict[str, T.Any] | None:
-        rows = int(row["rows"])
         if labelled is None or rows == 0:
             return None
         count, now = self._figures_of(current, labelled, errors)
@@ -561,27 +556,27 @@ class SparkMonitor(WindowJudge):
         versions = sorted({r[0] for r in values if r[0] is not None})
         return ",".join(versions) or None
 
-    def _freshness(self, row: T.Mapping[str, T.Any], now: dt.datetime) -> dict[str, T.Any]:
-        if row["latest"] is None:
+    def _freshness(self, latest: T.Any, now: dt.datetime) -> dict[str, T.Any]:
+        if latest is None:
             return {"latest_event": None, "age_hours": None}
-        stamp = pd.Timestamp(row["latest"])
+        stamp = pd.Timestamp(latest)
         return {
             "latest_event": stamp.isoformat(),
             "age_hours": (pd.Timestamp(now) - stamp).total_seconds() / 3600,
         }
 
-    def _service(self, frame: DataFrame, row: T.Mapping[str, T.Any]) -> dict[str, T.Any] | None:
-        """Rows per hour exactly (the first and last received time are in ``row``); latency
-        percentiles from ``percentile_approx`` (rank error 1/10,000; the pandas engine
-        interpolates between rows), a job of their own: an imperative aggregate beside the
-        window's sums would take the code generation away from all of them."""
-        rows = int(row["rows"])
-        if "latency_ms" not in frame.columns or "event_time" not in frame.columns or rows == 0:
+    def _service(
+        self, frame: DataFrame, rows: int, received: tuple[T.Any, T.Any] | None
+    ) -> dict[str, T.Any] | None:
+        """Rows per hour exactly (``received``: the first and last received time, from the
+        window's pass); latency percentiles from ``percentile_approx`` (rank error 1/10,000;
+        the pandas engine interpolates between rows), a job of their own."""
+        if "latency_ms" not in frame.columns or received is None or rows == 0:
             return None
         latency = F.col("latency_ms").cast("double")
         found = frame.agg(F.percentile_approx(latency, [0.5, 0.95, 0.99], 10000)).first()
         assert found is not None
-        span = pd.Timestamp(row["last_received"]) - pd.Timestamp(row["first_received"])
+        span = pd.Timestamp(received[1]) - pd.Timestamp(received[0])
         hours = max(span.total_seconds(), 0)
         return {
             "rows_per_hour": rows / max(hours / 3600, 1.0),

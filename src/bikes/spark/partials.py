@@ -68,7 +68,7 @@ class Plan:
 
 def finite(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A double column's finite values (nulls, NaN and infinities dropped, as a detector)."""
-    values: np.ndarray = np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
+    values = _doubles(column)
     kept: np.ndarray = values[np.isfinite(values)]
     return kept
 

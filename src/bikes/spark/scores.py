@@ -4,7 +4,7 @@
 which needs every row on one machine. Instead, each partition counts, per score column and
 per true class, the rows whose score falls in each fine bin (numpy in the Python worker,
 ``mapInArrow``), and sums the log loss's terms; one small record per partition comes back and
-the driver adds them up (as ``statistics.bins``). ``bikes.core.summaries`` turns the counts
+the driver adds them up (as ``statistics.scan``). ``bikes.core.summaries`` turns the counts
 into an AUC interval (exact when every bin holds one distinct score) and the sum into sklearn's
 log loss (equal to rounding). The same pass counts what makes the pandas engine leave a figure
 out: a target that is not one of the classes, a missing score, a probability outside [0, 1]

@@ -272,31 +272,9 @@ def _errors(vector: np.ndarray) -> Errors:
     )
 
 
-def summaries(
-    frame: DataFrame, edges: dict[str, np.ndarray], counted: list[str]
-) -> tuple[dict[str, Bins], dict[str, dict[T.Any, int]]]:
-    """The numeric columns' exact counts on their fine edges (``summaries.Bins``) and the
-    ``counted`` columns' rows per present value, in ONE pass (``scan``)."""
-    if not edges and not counted:
-        return {}, {}
-    found = scan(frame, edges, counted)
-    return found.bins, found.counts
-
-
-def bins(frame: DataFrame, edges: dict[str, np.ndarray]) -> dict[str, Bins]:
-    """Each column's exact counts on its fine edges (``summaries``, without counts)."""
-    return summaries(frame, edges, [])[0] if edges else {}
-
-
 def _doubles(frame: DataFrame, columns: list[str]) -> DataFrame:
     """Only these columns, as doubles (positional names: any column name is safe)."""
     return frame.select(*(F.col(c).cast("double").alias(f"_x{i}") for i, c in enumerate(columns)))
-
-
-def category_counts(frame: DataFrame, columns: list[str]) -> dict[str, dict[T.Any, int]]:
-    """``{column: {value: rows}}`` of the present values of each column (``summaries``,
-    without bins)."""
-    return summaries(frame, {}, columns)[1] if columns else {}
 
 
 def _invalid(frame: DataFrame, column: str, feature: Feature) -> Column:
