@@ -64,6 +64,17 @@ def _assert_same(pandas: dict[str, T.Any], spark: dict[str, T.Any], monitor: Spa
     assert spark["window"] == pandas["window"]
     assert spark["data_quality"]["columns"] == pandas["data_quality"]["columns"]
     assert spark["data_quality"]["missing_columns"] == pandas["data_quality"]["missing_columns"]
+    # The window's time span, from the same pass: the latest event exactly, and the service's
+    # rows per hour to rounding (latency percentiles: Spark's percentile_approx is a row's value
+    # within 1/10,000 of the rank, pandas interpolates between rows).
+    assert spark["data_quality"]["freshness"] == pandas["data_quality"]["freshness"]
+    if pandas["service"] is None:
+        assert spark["service"] is None
+    else:
+        rows_per_hour = pandas["service"]["rows_per_hour"]
+        assert spark["service"]["rows_per_hour"] == pytest.approx(rows_per_hour, rel=1e-12)
+        for name, value in pandas["service"]["latency_ms"].items():
+            assert spark["service"]["latency_ms"][name] == pytest.approx(value, rel=0.01), name
     drift = pandas["data_drift"]
     for key in ("dataset_drift", "drift_share", "drifted_columns", "counted_columns"):
         assert spark["data_drift"][key] == drift[key]
@@ -118,6 +129,10 @@ def test_bike_windows_with_a_shift_and_without_get_the_pandas_verdicts(
     verdicts = {}
     for name, frame in {"same": current, "shifted": _shifted(current)}.items():
         frame = frame.rename(columns={"timestamp": "event_time"})
+        # As the capture store has them: answered a few seconds after each event, in 5-500 ms.
+        delays = np.random.default_rng(2).uniform(0, 5, len(frame))
+        frame["received_time"] = frame["event_time"] + pd.to_timedelta(delays, unit="s")
+        frame["latency_ms"] = np.random.default_rng(3).lognormal(3, 1, len(frame)).clip(5, 500)
         frame.to_parquet(tmp_path / f"{name}.parquet", **US)
         expected = pandas_monitor.window(frame, None, None, NOW)
         found = spark_monitor.window(
