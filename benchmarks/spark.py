@@ -9,6 +9,9 @@ writing its outputs, which cost the same for both engines):
 
     uv run python benchmarks/spark.py --sizes 1000000 10000000 --pandas-max 10000000
 
+``--transfer`` adds the floor of the spark engine's plan (the session, then both halves moved
+to Python workers that only count the rows): the time no statistic is in.
+
 Reported per run: wall time; the driver's peak memory, i.e. this Python process's peak RSS
 (``getrusage``) plus, for spark, the local JVM's peak RSS (``VmHWM`` of the ``java`` child in
 ``/proc``: in local mode that JVM is the driver *and* the executors, so this overstates a
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,6 +126,38 @@ def java_peak_kb() -> int:
     return peak
 
 
+def _count_rows(batches: Iterator[object]) -> Iterator[object]:
+    """A no-op pass: what a Python worker gets of a partition, counted and dropped."""
+    import pyarrow as pa
+
+    rows = sum(batch.num_rows for batch in batches)  # type: ignore[attr-defined]
+    yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
+
+
+def transfer(directory: Path, driver_memory: str) -> dict[str, object]:
+    """The floor of any plan that reads each side once in Python workers: the session, then
+    every column of both halves cast to double and passed through a ``mapInArrow`` that only
+    counts the rows. No statistic is computed."""
+    start = time.perf_counter()
+    spark = session(driver_memory)
+    rows = 0
+    for side in ("reference", "current"):
+        frame = spark.read.parquet(str(directory / side))  # type: ignore[attr-defined]
+        doubles = frame.select(*(frame[c].cast("double") for c in frame.columns))
+        rows += sum(r["rows"] for r in doubles.mapInArrow(_count_rows, "rows long").collect())
+    seconds = time.perf_counter() - start
+    python, jvm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, java_peak_kb()
+    return {
+        "engine": "transfer",
+        "seconds": seconds,
+        "python_mb": python / 1024,
+        "jvm_mb": jvm / 1024,
+        "driver_mb": (python + jvm) / 1024,
+        "false_alarms": 0,
+        "status": f"{rows:,} rows moved",
+    }
+
+
 def run(engine: str, directory: Path, driver_memory: str) -> dict[str, object]:
     """One measured run in this process: prepare the monitor, judge the window."""
     import datetime as dt
@@ -182,9 +218,18 @@ def main() -> None:
         type=Path,
         help="keep the generated halves in DATA/<rows> and reuse them when present",
     )
-    parser.add_argument("--run", choices=["pandas", "spark"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--transfer",
+        action="store_true",
+        help="also time the floor of the spark engine's plan: the session and both halves "
+        "passed to Python workers that only count the rows",
+    )
+    parser.add_argument("--run", choices=["pandas", "spark", "transfer"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run == "transfer":
+        print(json.dumps(transfer(args.dir, args.driver_memory)))
+        return
     if args.run:
         print(json.dumps(run(args.run, args.dir, args.driver_memory)))
         return
@@ -197,6 +242,7 @@ def main() -> None:
                 generate(directory, size, args.driver_memory)
                 print(f"{size:,} rows a side generated in {time.perf_counter() - began:.0f} s")
             engines = ["spark"] + (["pandas"] if size <= args.pandas_max else [])
+            engines += ["transfer"] if args.transfer else []
             found: dict[str, list[dict[str, object]]] = {e: [] for e in engines}
             for _ in range(args.repeat):
                 for engine in engines:
